@@ -1,0 +1,1 @@
+from ponder.engine.base import Capabilities, Completion, Engine, SamplingParams

@@ -1,0 +1,76 @@
+"""The engine contract: batched sampling, whoever runs the model.
+
+Strategies call `generate(prompts, params)` and never learn which engine
+answered. An engine states what it can do in `capabilities`; strategies
+degrade where something is missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from ponder import PonderError
+
+FinishReason = Literal["stop", "length", "eos"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    n: int = 1
+    temperature: float = 1.0  # 0 means greedy
+    top_p: float = 1.0
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    logprobs: bool = False
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise PonderError(f"n must be >= 1, got {self.n}")
+        if self.temperature < 0:
+            raise PonderError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise PonderError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_tokens < 0:
+            raise PonderError(f"max_tokens must be >= 0, got {self.max_tokens}")
+
+
+@dataclass
+class Completion:
+    text: str  # generated text; a matched stop string is included at its end
+    token_ids: list[int]
+    finish_reason: FinishReason  # stop: a stop string; eos: end token; length: max_tokens
+    prompt_tokens: int
+    stop_reason: str | None = None  # the stop string that ended it
+    logprobs: list[float] | None = None
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    n: bool = True
+    stop_strings: bool = True
+    logprobs: bool = True
+    prefix_continuation: bool = True  # a prompt may end inside the assistant's turn
+
+
+class Engine(Protocol):
+    capabilities: Capabilities
+
+    def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
+        """`n` completions for each prompt, in prompt order."""
+        ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+
+@dataclass
+class EngineStats:
+    calls: int = 0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    per_call: list[int] = field(default_factory=list)

@@ -1,0 +1,46 @@
+"""A character-level tokenizer that is a real Hugging Face fast tokenizer.
+
+Every printable ASCII character and the newline is one token; the chat markers
+are special tokens. Being a `PreTrainedTokenizerFast` means `save_pretrained`,
+`from_pretrained`, vLLM and TRL all work with the built-in model unchanged.
+"""
+
+from __future__ import annotations
+
+from tokenizers import Tokenizer, decoders, models
+from transformers import PreTrainedTokenizerFast
+
+from ponder import PonderError
+
+PAD, USER, ASSISTANT, SYSTEM = "<|pad|>", "<|user|>", "<|assistant|>", "<|system|>"
+THINK, END_THINK, END, UNK = "<think>", "</think>", "<|end|>", "<|unk|>"
+SPECIAL_TOKENS = [PAD, USER, ASSISTANT, SYSTEM, THINK, END_THINK, END, UNK]
+CHARS = ["\n"] + [chr(c) for c in range(32, 127)]
+_KNOWN = set(CHARS)
+
+
+def build_char_tokenizer() -> PreTrainedTokenizerFast:
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + CHARS)}
+    # BPE with no merges splits text into single characters; no pre-tokenizer, so
+    # spaces and newlines are ordinary characters.
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=UNK))
+    core.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token=PAD,
+        eos_token=END,
+        unk_token=UNK,
+        bos_token=None,
+        additional_special_tokens=[USER, ASSISTANT, SYSTEM, THINK, END_THINK],
+        clean_up_tokenization_spaces=False,
+    )
+    tok.padding_side = "left"
+    return tok
+
+
+def check_text(text: str, what: str = "question") -> None:
+    """Refuse characters the character vocabulary cannot spell, naming them."""
+    bad = sorted({c for c in text if c not in _KNOWN})
+    if bad:
+        shown = ", ".join(repr(c) for c in bad[:10])
+        raise PonderError(f"{what} has characters the built-in tokenizer does not know: {shown}")
