@@ -9,7 +9,7 @@ from ponder import PonderError
 _SIZES = {
     # name: (hidden, layers, heads, intermediate)
     "ponder-micro": (64, 2, 2, 192),
-    "ponder-tiny": (256, 6, 4, 768),
+    "ponder-tiny": (256, 4, 4, 768),
     "ponder-small": (512, 8, 8, 1536),
 }
 

@@ -1,0 +1,193 @@
+"""The `ponder` command: ask, eval, train, plot, sample, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from ponder import PonderError
+
+
+def _load(model_path: str):
+    from ponder.engine.local import LocalEngine
+    from ponder.model.loading import load_model
+
+    model, tok, chat = load_model(model_path)
+    return LocalEngine(model, tok), tok, chat
+
+
+def _check_question(question: str, tok) -> None:
+    from ponder.model.tokenizer import ASSISTANT, check_text
+
+    if not question.strip():
+        raise PonderError("the question is empty")
+    if ASSISTANT in tok.get_vocab():
+        check_text(question)
+
+
+def cmd_ask(args) -> None:
+    from ponder.think import strategy_for_effort
+
+    if not args.question.strip():
+        raise PonderError("the question is empty")
+    engine, tok, chat = _load(args.model)
+    _check_question(args.question, tok)
+    t0 = time.perf_counter()
+    thought = strategy_for_effort(args.effort, engine, chat, max_tokens=args.max_tokens, seed=args.seed).solve(args.question)
+    seconds = time.perf_counter() - t0
+    u = thought.usage
+    if args.json:
+        print(json.dumps({"answer": thought.answer, "reasoning": thought.reasoning if args.show_reasoning else None,
+                          "finish_reason": thought.finish_reason,
+                          "usage": {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+                                    "reasoning_tokens": u.reasoning_tokens}, "seconds": round(seconds, 3)}))
+        return
+    if args.show_reasoning:
+        print("--- reasoning ---\n" + thought.reasoning + "\n--- answer ---")
+    print(thought.answer if thought.answer else "(no answer: the token budget ran out while thinking)")
+    print(f"[{u.reasoning_tokens} reasoning tokens, {u.answer_tokens} answer tokens, {seconds:.2f}s, effort {args.effort}]")
+
+
+def cmd_eval(args) -> None:
+    from ponder.evaluate import evaluate, heldout_problems
+    from ponder.tasks import get_task
+    from ponder.think import strategy_for_effort
+
+    task = get_task(args.task)
+    if args.n < 1:
+        raise PonderError(f"-n must be a positive number of problems, got {args.n}")
+    task.sample(__import__("random").Random(0), args.level)  # validates the level
+    engine, _, chat = _load(args.model)
+    strategy = strategy_for_effort(args.effort, engine, chat, max_tokens=args.max_tokens, seed=args.seed,
+                                   answer_key=task.normalize)
+    res = evaluate(strategy, args.task, args.level, heldout_problems(args.task, args.level, args.n, args.seed))
+    s = {**res.summary(), "effort": args.effort, "model": args.model}
+    if args.json:
+        print(json.dumps(s))
+    else:
+        print(f"{args.task} level {args.level} ({task.describe_level(args.level)}), effort {args.effort}: "
+              f"accuracy {s['accuracy']:.1%} on {s['n']} held-out problems, "
+              f"{s['completion_tokens_per_question']:.0f} tokens/question, {s['seconds']:.1f}s")
+
+
+def cmd_train_sft(args) -> None:
+    from pathlib import Path
+
+    from ponder.config import load_config, parse_override
+    from ponder.train.sft import SFTConfig, train_sft
+
+    overrides = dict(parse_override(o) for o in args.set)
+    cfg = load_config(SFTConfig, args.config, overrides)
+    text = Path(args.config).read_text() if args.config else ""
+    if overrides:
+        text += "".join(f"\n# override: {k}={v!r}" for k, v in overrides.items())
+    final = train_sft(cfg, resume=args.resume, config_text=text)
+    print(f"model saved to {final}")
+
+
+def cmd_plot(args) -> None:
+    from ponder.plot import plot_run
+
+    for path in plot_run(args.run_dir):
+        print(path)
+
+
+def cmd_sample(args) -> None:
+    import random
+
+    from ponder.tasks import get_task
+
+    task = get_task(args.task)
+    rng = random.Random(args.seed)
+    for _ in range(args.n):
+        p = task.sample(rng, args.level)
+        print(p.question)
+        print("  " + p.reasoning.replace("\n", "\n  "))
+        print("=> " + p.answer + "\n")
+
+
+def cmd_demo(args) -> None:
+    from ponder.think import EFFORTS, strategy_for_effort
+
+    engine, _, chat = _load(args.model)
+    questions = ["What is 48213 + 7395?", "What is 482 * 37?", "Which is larger: 9.11 or 9.8?",
+                 "Compose: 21345 13254 54321", "What is 3^(2^5) mod 97?",
+                 "Using the numbers 3, 7, 25, 50, make 75."]
+    print("ponder demo: the built-in model thinks before it answers (reasoning hidden, tokens counted)\n")
+    for q in questions:
+        print(q)
+        for effort in EFFORTS:
+            t0 = time.perf_counter()
+            th = strategy_for_effort(effort, engine, chat).solve(q)
+            u = th.usage
+            print(f"  {effort:>6}: {th.answer or '(no answer)':<14} reasoning {u.reasoning_tokens:>5} tok, "
+                  f"answer {u.answer_tokens:>2} tok, {time.perf_counter() - t0:5.2f}s")
+        print()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ponder", description="A language model that thinks before it speaks.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    a = sub.add_parser("ask", help="ask a question; prints the answer and token usage")
+    a.add_argument("question")
+    a.add_argument("--effort", choices=["low", "medium", "high"], default="low")
+    a.add_argument("--show-reasoning", action="store_true", help="print the hidden chain of thought")
+    a.add_argument("--model", default="built-in", help="built-in, or a Hugging Face model directory")
+    a.add_argument("--json", action="store_true")
+    a.add_argument("--max-tokens", type=int, default=768, help="cap on generated tokens per chain")
+    a.add_argument("--seed", type=int, default=0)
+    a.set_defaults(func=cmd_ask)
+
+    e = sub.add_parser("eval", help="accuracy on held-out problems of one task and level")
+    e.add_argument("--task", required=True)
+    e.add_argument("--level", type=int, required=True)
+    e.add_argument("-n", type=int, default=200)
+    e.add_argument("--effort", choices=["low", "medium", "high"], default="low")
+    e.add_argument("--model", default="built-in")
+    e.add_argument("--json", action="store_true")
+    e.add_argument("--max-tokens", type=int, default=768)
+    e.add_argument("--seed", type=int, default=0)
+    e.set_defaults(func=cmd_eval)
+
+    t = sub.add_parser("train", help="train a model").add_subparsers(dest="trainer", required=True)
+    s = t.add_parser("sft", help="supervised training on reference chains of thought")
+    s.add_argument("--config", required=True)
+    s.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    s.set_defaults(func=cmd_train_sft)
+
+    pl = sub.add_parser("plot", help="draw a run's metrics to PNG files")
+    pl.add_argument("run_dir")
+    pl.set_defaults(func=cmd_plot)
+
+    sm = sub.add_parser("sample", help="print problems of a task family with their reference reasoning")
+    sm.add_argument("--task", required=True)
+    sm.add_argument("--level", type=int, default=1)
+    sm.add_argument("-n", type=int, default=3)
+    sm.add_argument("--seed", type=int, default=0)
+    sm.set_defaults(func=cmd_sample)
+
+    d = sub.add_parser("demo", help="ask the built-in model a few questions at each effort level")
+    d.add_argument("--model", default="built-in")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except PonderError as e:
+        print(f"ponder: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ponder: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

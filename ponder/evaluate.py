@@ -1,0 +1,79 @@
+"""Accuracy of a strategy on held-out problems of a task family and level."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+
+from ponder import PonderError
+from ponder.tasks import Problem, get_task
+from ponder.think.base import Strategy, Usage
+from ponder.train.data import parse_mixture, sample_problem
+
+
+def heldout_problems(task_name: str, level: int, n: int, seed: int = 0) -> list[Problem]:
+    """n distinct held-out problems (never seen in training), the same for the same seed."""
+    if n < 1:
+        raise PonderError(f"-n must be a positive number of problems, got {n}")
+    rng = random.Random(f"eval/{task_name}/{level}/{seed}")
+    seen: dict[str, Problem] = {}
+    for _ in range(n * 50):
+        p = sample_problem(rng, task_name, level, heldout=True)
+        seen.setdefault(p.question, p)
+        if len(seen) == n:
+            break
+    return list(seen.values())
+
+
+@dataclass
+class EvalResult:
+    task: str
+    level: int
+    n: int
+    correct: int
+    usage: Usage
+    seconds: float
+    records: list[dict] = field(default_factory=list)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.n if self.n else 0.0
+
+    def summary(self) -> dict:
+        return {"task": self.task, "level": self.level, "n": self.n, "accuracy": round(self.accuracy, 4),
+                "completion_tokens_per_question": round(self.usage.completion_tokens / max(1, self.n), 1),
+                "reasoning_tokens_per_question": round(self.usage.reasoning_tokens / max(1, self.n), 1),
+                "seconds": round(self.seconds, 2)}
+
+
+def evaluate(strategy: Strategy, task_name: str, level: int, problems: list[Problem],
+             chunk: int = 256) -> EvalResult:
+    task = get_task(task_name)
+    usage, correct, records = Usage(), 0, []
+    t0 = time.perf_counter()
+    for i in range(0, len(problems), chunk):
+        part = problems[i : i + chunk]
+        for p, th in zip(part, strategy.solve_batch([p.question for p in part])):
+            ok = task.check(p, th.answer)
+            correct += ok
+            usage.add(th.usage)
+            records.append({"question": p.question, "expected": p.answer, "answer": th.answer, "correct": ok,
+                            "completion_tokens": th.usage.completion_tokens})
+    return EvalResult(task_name, level, len(problems), correct, usage, time.perf_counter() - t0, records)
+
+
+def accuracy_by_level(model, tokenizer, chat, mixture: list[dict], n: int, seed: int = 0,
+                      max_tokens: int = 768) -> dict[str, float]:
+    """Greedy accuracy per `task/level` over a training mixture, for logging during training."""
+    from ponder.engine.local import LocalEngine
+    from ponder.think.sampling import ChainOfThought
+
+    engine = LocalEngine(model, tokenizer)
+    strategy = ChainOfThought(engine, chat, max_tokens=max_tokens)
+    out = {}
+    for item in parse_mixture(mixture):
+        for level in item.levels:
+            res = evaluate(strategy, item.task, level, heldout_problems(item.task, level, n, seed))
+            out[f"{item.task}/{level}"] = res.accuracy
+    return out

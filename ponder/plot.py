@@ -1,0 +1,69 @@
+"""Draw a run's metrics.jsonl to PNG: loss, learning rate, throughput, eval accuracy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ponder import PonderError
+from ponder.train.metrics import read_metrics
+
+
+def _series(records: list[dict], key: str) -> tuple[list[float], list[float]]:
+    pts = [(r["step"], r[key]) for r in records if key in r and isinstance(r[key], (int, float))]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def plot_run(run_dir: str | Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run = Path(run_dir)
+    path = run / "metrics.jsonl"
+    if not path.exists():
+        raise PonderError(f"no metrics.jsonl in {run}: is it a run directory?")
+    records = read_metrics(path)
+    if not records:
+        raise PonderError(f"{path} has no metrics yet")
+    keys = sorted({k for r in records for k, v in r.items() if k != "step" and isinstance(v, (int, float))})
+    scalar = [k for k in keys if "/" not in k]
+    grouped: dict[str, list[str]] = {}
+    for k in keys:
+        if "/" in k:
+            grouped.setdefault(k.split("/", 1)[0], []).append(k)
+    out_dir = run / "plots"
+    out_dir.mkdir(exist_ok=True)
+    written = []
+    for k in scalar:
+        xs, ys = _series(records, k)
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot(xs, ys)
+        ax.set_xlabel("step")
+        ax.set_ylabel(k)
+        if k == "loss" and ys and min(ys) > 0:
+            ax.set_yscale("log")
+        ax.set_title(f"{run.name}: {k}")
+        ax.grid(alpha=0.3)
+        written.append(_save(fig, out_dir / f"{k}.png"))
+    for group, ks in grouped.items():
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for k in ks:
+            xs, ys = _series(records, k)
+            ax.plot(xs, ys, marker=".", label=k.split("/", 1)[1])
+        ax.set_xlabel("step")
+        ax.set_ylabel(group)
+        ax.set_title(f"{run.name}: {group}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+        written.append(_save(fig, out_dir / f"{group.replace('/', '_')}.png"))
+    return written
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,363 @@
+"""Countdown: reach a target from a few numbers with + - * /, searching with trial and error.
+
+Question: ``Using the numbers 3, 7, 25, 50, make 225.`` Answer: any expression
+that uses each given number at most once and equals the target exactly, e.g.
+``7*25+50``.
+
+The numbers are dealt like the TV game's cards (two each of 1..10, one each of
+25, 50, 75, 100); level L deals L+1 of them. The target lies in 1..999, is not
+one of the numbers, and is reachable; targets whose shortest solution needs
+several numbers are preferred.
+
+The reference chain of thought is a visible depth-first search. Each step
+combines two numbers of the current state (larger number first, only
+non-negative integer results) and writes the new state, sorted::
+
+    50*7=350 [3 25 350]
+    350-25=325 [3 325]
+    no
+    back [3 7 25 50]
+    25*7=175 [3 50 175]
+    175+50=225 [3 225]
+    25*7+50=225
+
+A combination that reaches the target is always tried first. When only two
+numbers are left and no operation on them makes the target, the line ``no``
+abandons the branch and ``back [...]`` returns to an earlier state (the nearest
+one from which the target can still be reached). When the state holds the
+target, the last line names the expression that made it, which is the answer.
+A trace shows at most `MAX_DEAD_ENDS` dead ends before the winning path.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import random
+import re
+from collections import Counter
+from fractions import Fraction
+from functools import lru_cache
+from itertools import combinations
+
+from ponder import PonderError
+from ponder.tasks import register
+from ponder.tasks.base import Problem, Task, answer_part
+
+DECK = tuple(list(range(1, 11)) * 2 + [25, 50, 75, 100])
+TARGET_MAX = 999
+CAP = 5000  # intermediate results above this are never used (keeps lines short)
+# How many dead ends a trace may show at most (drawn per trace), so that traces
+# with failures show one, two or three of them rather than always the most.
+_DEAD_END_CAPS = {1: 0.40, 2: 0.35, 3: 0.25}
+MAX_DEAD_ENDS = max(_DEAD_END_CAPS)
+NOISE = 1.0  # spread of the search's random tie-breaking around "closest to the target first"
+MAX_EXPR_CHARS = 200
+
+# Weights of the minimal number of numbers a solution needs, for each count of numbers dealt.
+_NEED_WEIGHTS = {
+    2: {2: 1.0},
+    3: {2: 0.35, 3: 0.65},
+    4: {2: 0.15, 3: 0.40, 4: 0.45},
+    5: {2: 0.10, 3: 0.25, 4: 0.35, 5: 0.30},
+}
+
+_PREC = {"+": 1, "-": 1, "*": 2, "/": 2}
+
+
+# ---------------------------------------------------------------------------- arithmetic
+
+
+def _combine(a: int, b: int) -> list[tuple[str, int]]:
+    """The useful integer results of `a op b` (a >= b), in the order + - * /.
+
+    Results that are 0, above CAP, or identities (x*1, x/1) are left out: they
+    never help to reach a positive target.
+    """
+    out = []
+    if a + b <= CAP:
+        out.append(("+", a + b))
+    if a > b:
+        out.append(("-", a - b))
+    if b != 1:
+        if a * b <= CAP:
+            out.append(("*", a * b))
+        if a % b == 0:
+            out.append(("/", a // b))
+    return out
+
+
+@lru_cache(maxsize=4096)
+def _reach(ms: tuple[int, ...]) -> frozenset[int]:
+    """Values made by using every number of the sorted multiset `ms` exactly once."""
+    if len(ms) == 1:
+        return frozenset(ms)
+    out: set[int] = set()
+    n = len(ms)
+    seen = set()
+    # Splits into two non-empty parts; the first part always holds ms[0].
+    for k in range(0, n - 1):
+        for rest in combinations(range(1, n), k):
+            left = (ms[0],) + tuple(ms[i] for i in rest)
+            if left in seen:
+                continue
+            seen.add(left)
+            right = list(ms[1:])
+            for i in rest:
+                right.remove(ms[i])
+            ra, rb = _reach(left), _reach(tuple(right))
+            for x in ra:
+                for y in rb:
+                    a, b = (x, y) if x >= y else (y, x)
+                    for _, r in _combine(a, b):
+                        out.add(r)
+    return frozenset(out)
+
+
+def _sub_multisets(nums: tuple[int, ...], size: int) -> set[tuple[int, ...]]:
+    return {tuple(sorted(c)) for c in combinations(nums, size)}
+
+
+def _targets_by_need(nums: tuple[int, ...]) -> dict[int, list[int]]:
+    """Targets in 1..TARGET_MAX (not one of nums) keyed by how many numbers their shortest solution needs."""
+    found: dict[int, int] = {}
+    for size in range(2, len(nums) + 1):
+        for sub in sorted(_sub_multisets(nums, size)):
+            for v in _reach(sub):
+                if 1 <= v <= TARGET_MAX and v not in found:
+                    found[v] = size
+    for v in nums:
+        found.pop(v, None)
+    by_need: dict[int, list[int]] = {}
+    for v, size in found.items():
+        by_need.setdefault(size, []).append(v)
+    return {k: sorted(v) for k, v in by_need.items()}
+
+
+# ---------------------------------------------------------------------------- expressions
+
+
+def _show(node) -> str:
+    """An expression tree (int leaf or (op, left, right)) with minimal parentheses."""
+    if isinstance(node, int):
+        return str(node)
+    op, left, right = node
+    ls, rs = _show(left), _show(right)
+    if not isinstance(left, int) and _PREC[left[0]] < _PREC[op]:
+        ls = f"({ls})"
+    if not isinstance(right, int):
+        rp = _PREC[right[0]]
+        if rp < _PREC[op] or (rp == _PREC[op] and op in "-/"):
+            rs = f"({rs})"
+    return f"{ls}{op}{rs}"
+
+
+def _fmt(values) -> str:
+    return "[" + " ".join(str(v) for v in values) + "]"
+
+
+# ---------------------------------------------------------------------------- search trace
+
+
+class _Search:
+    """Heuristic depth-first search over states (sorted tuples of (value, tree))."""
+
+    def __init__(self, target: int, rng: random.Random):
+        self.target = target
+        self.rng = rng
+        self.max_dead = rng.choices(list(_DEAD_END_CAPS), weights=list(_DEAD_END_CAPS.values()))[0]
+        self._solvable: dict[tuple[int, ...], bool] = {}
+
+    def children(self, state):
+        """(line, child state) for each distinct child, in the order the search tries them."""
+        kids = []
+        seen = set()
+        for i, j in combinations(range(len(state)), 2):
+            (x, tx), (y, ty) = state[i], state[j]
+            (a, ta), (b, tb) = ((x, tx), (y, ty)) if x >= y else ((y, ty), (x, tx))
+            rest = [state[k] for k in range(len(state)) if k not in (i, j)]
+            for op, r in _combine(a, b):
+                child = tuple(sorted(rest + [(r, (op, ta, tb))], key=lambda n: n[0]))
+                key = tuple(v for v, _ in child)
+                line = f"{a}{op}{b}={r} {_fmt(key)}"
+                if (line, key) in seen:
+                    continue
+                seen.add((line, key))
+                if r == self.target:
+                    score = -math.inf
+                else:
+                    score = math.log1p(abs(r - self.target)) + self.rng.gauss(0.0, NOISE)
+                kids.append((score, len(kids), line, child))
+        kids.sort(key=lambda k: (k[0], k[1]))
+        return [(line, child) for _, _, line, child in kids]
+
+    def solvable(self, state) -> bool:
+        """Whether the target can still be made from `state` (with the moves the trace may show)."""
+        return self._solvable_values(tuple(v for v, _ in state))
+
+    def _solvable_values(self, vals: tuple[int, ...]) -> bool:
+        known = self._solvable.get(vals)
+        if known is not None:
+            return known
+        t = self.target
+        if t in vals:
+            ok = True
+        elif len(vals) == 2:
+            b, a = vals
+            ok = t in (a + b, a - b, a * b) or (a % b == 0 and a // b == t)
+        else:
+            ok = False
+            for i, j in combinations(range(len(vals)), 2):
+                a, b = vals[j], vals[i]  # vals is sorted, so a >= b
+                rest = vals[:i] + vals[i + 1:j] + vals[j + 1:]
+                for _, r in _combine(a, b):
+                    if self._solvable_values(tuple(sorted(rest + (r,)))):
+                        ok = True
+                        break
+                if ok:
+                    break
+        self._solvable[vals] = ok
+        return ok
+
+    def trace(self, nums: tuple[int, ...]) -> tuple[list[str], str]:
+        root = tuple((v, v) for v in sorted(nums))
+        if not self.solvable(root):
+            raise PonderError(f"countdown: {self.target} cannot be made from {list(nums)}")
+        # The path from the root to the current state; each entry holds the state
+        # and its untried children in search order.
+        path = [(root, self.children(root))]
+        lines: list[str] = []
+        dead = 0
+        while True:
+            state, todo = path[-1]
+            hit = next((t for v, t in state if v == self.target), None)
+            if hit is not None:
+                expr = _show(hit)
+                lines.append(f"{expr}={self.target}")
+                return lines, expr
+            direct = any(v == self.target for _, child in todo for v, _ in child)
+            if len(state) <= 2 and not direct:
+                lines.append("no")
+                dead += 1
+                path.pop()
+                while len(path) > 1 and not self.solvable(path[-1][0]):
+                    path.pop()
+                lines.append(f"back {_fmt(v for v, _ in path[-1][0])}")
+                continue
+            if dead >= self.max_dead:
+                k = next(i for i, (_, c) in enumerate(todo) if self.solvable(c))
+            else:
+                k = 0
+            line, child = todo.pop(k)
+            lines.append(line)
+            path.append((child, self.children(child)))
+
+
+# ---------------------------------------------------------------------------- checking
+
+_EXPR_CHARS = re.compile(r"[0-9+\-*/()]+")
+_TRAILING_EQ = re.compile(r"=(-?\d+)$")
+_QUESTION = re.compile(r"Using the numbers ([\d, ]+), make (\d+)\.")
+
+
+def _split_answer(text: str) -> tuple[str, int | None] | None:
+    """(expression, claimed value or None) from answer text, or None if it holds no expression."""
+    s = re.sub(r"\s+", "", text)
+    claimed = None
+    m = _TRAILING_EQ.search(s)
+    if m:
+        claimed = int(m.group(1))
+        s = s[: m.start()]
+    if not s or len(s) > MAX_EXPR_CHARS or not _EXPR_CHARS.fullmatch(s) or not any(c.isdigit() for c in s):
+        return None
+    return s, claimed
+
+
+def evaluate(expr: str) -> tuple[Fraction, list[int]] | None:
+    """The exact value of an arithmetic expression and the numbers it uses, or None if it is not one.
+
+    Only non-negative integer literals, parentheses and binary + - * / are
+    accepted (no unary minus, no ** or //); division by zero gives None.
+    """
+    if len(expr) > MAX_EXPR_CHARS:
+        return None
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    used: list[int] = []
+
+    def ev(node) -> Fraction:
+        if isinstance(node, ast.Constant) and type(node.value) is int:
+            used.append(node.value)
+            return Fraction(node.value)
+        if isinstance(node, ast.BinOp) and type(node.op) in (ast.Add, ast.Sub, ast.Mult, ast.Div):
+            a, b = ev(node.left), ev(node.right)
+            if isinstance(node.op, ast.Add):
+                return a + b
+            if isinstance(node.op, ast.Sub):
+                return a - b
+            if isinstance(node.op, ast.Mult):
+                return a * b
+            if b == 0:
+                raise ZeroDivisionError
+            return a / b
+        raise ValueError("not arithmetic")
+
+    try:
+        value = ev(tree.body)
+    except (ValueError, ZeroDivisionError, RecursionError):
+        return None
+    return value, used
+
+
+def parse_question(question: str) -> tuple[list[int], int]:
+    """The numbers and the target of a countdown question."""
+    m = _QUESTION.fullmatch(question.strip())
+    if not m:
+        raise PonderError(f"not a countdown question: {question!r}")
+    return [int(x) for x in m.group(1).split(",")], int(m.group(2))
+
+
+# ---------------------------------------------------------------------------- the family
+
+
+@register
+class Countdown(Task):
+    name = "countdown"
+    max_level = 4
+
+    def _sample(self, rng: random.Random, level: int) -> Problem:
+        n = level + 1
+        nums = tuple(sorted(rng.sample(DECK, n)))
+        by_need = _targets_by_need(nums)
+        weights = _NEED_WEIGHTS[n]
+        needs = [k for k in sorted(weights) if k in by_need]
+        need = rng.choices(needs, weights=[weights[k] for k in needs])[0]
+        target = rng.choice(by_need[need])
+        steps, expr = _Search(target, rng).trace(nums)
+        question = f"Using the numbers {', '.join(map(str, nums))}, make {target}."
+        return Problem(self.name, level, question, expr, tuple(steps))
+
+    def extract(self, text: str) -> str | None:
+        got = _split_answer(text)
+        return got[0] if got else None
+
+    def check(self, problem: Problem, text: str) -> bool:
+        got = _split_answer(answer_part(text))
+        if got is None:
+            return False
+        expr, claimed = got
+        nums, target = parse_question(problem.question)
+        if claimed is not None and claimed != target:
+            return False
+        res = evaluate(expr)
+        if res is None:
+            return False
+        value, used = res
+        if Counter(used) - Counter(nums):
+            return False
+        return value == target
+
+    def describe_level(self, level: int) -> str:
+        return f"{level + 1} numbers"

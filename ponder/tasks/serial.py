@@ -1,0 +1,373 @@
+"""Inherently serial problems: the answer needs one step per input item.
+
+Four families that a constant-depth transformer cannot solve in one forward
+pass once the input grows, but can solve with a chain of thought that carries
+the running state one line at a time (the expressivity result for chain of
+thought on serial problems). `experiments/serial.py` trains small models on
+them with and without the trace.
+
+- `s5`: compose permutations of 12345, left to right (a word problem in S5).
+- `modadd`: a running sum of small numbers modulo 7.
+- `isq`: iterated squaring, x^(2^n) mod 59 (see `ISq` for why not 97).
+- `cvp`: the circuit value problem, a chain of and/or/xor/not gates.
+
+Every family has `sample_length(rng, length)`, which draws a problem with an
+exact input length (permutations, terms, squarings, gates), and `lengths`,
+the length of each level. The reference trace always has exactly `length`
+lines, one per input item, and each line follows from the line before it
+plus one lookup in the question. `make(...)` builds the problem for given
+inputs, which is how tests pin worked examples down.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+from ponder import PonderError
+from ponder.tasks import register
+from ponder.tasks.base import Problem, Task, last_int
+
+
+def _check_length(task: str, length: int, limit: int | None = None) -> int:
+    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+        raise PonderError(f"task {task!r} needs a length that is a whole number >= 1, not {length!r}")
+    if limit is not None and length > limit:
+        raise PonderError(f"task {task!r} supports lengths up to {limit}, not {length}")
+    return length
+
+
+class _SerialTask(Task):
+    """Shared plumbing: levels map to lengths through `lengths`."""
+
+    lengths: tuple[int, ...] = ()
+    unit: str = "items"
+
+    def length_of_level(self, level: int) -> int:
+        if not 1 <= level <= self.max_level:
+            raise PonderError(f"task {self.name!r} has levels 1..{self.max_level}, not {level}")
+        return self.lengths[level - 1]
+
+    def level_of_length(self, length: int) -> int:
+        """The level recorded on a problem of this length: the first level at least as long."""
+        for level, n in enumerate(self.lengths, start=1):
+            if length <= n:
+                return level
+        return self.max_level
+
+    def _sample(self, rng: random.Random, level: int) -> Problem:
+        return self.sample_length(rng, self.length_of_level(level))
+
+    def sample_length(self, rng: random.Random, length: int) -> Problem:  # pragma: no cover
+        raise NotImplementedError
+
+    def describe_level(self, level: int) -> str:
+        return f"{self.length_of_level(level)} {self.unit}"
+
+
+# --------------------------------------------------------------------------- s5
+
+_PERM_RUN = re.compile(r"(?<!\d)[1-5]{5}(?!\d)")
+_IDENTITY = "12345"
+
+
+def _is_perm(s: str) -> bool:
+    return len(s) == 5 and sorted(s) == list(_IDENTITY)
+
+
+@register
+class S5(_SerialTask):
+    """Compose permutations of 12345 given in one-line notation, left to right.
+
+    `Compose: p1 p2 ... pK` asks for r_K where r_1 = p1 and
+    r_k[i] = p_k[r_{k-1}[i]] (1-based one-line arrays): apply p1 first, then p2.
+    Trace: one line per permutation, `{p_k} {r_k}`.
+    """
+
+    name = "s5"
+    lengths = (2, 4, 8, 16, 32)
+    max_level = 5
+    unit = "permutations of 5"
+
+    def make(self, perms: list[str], level: int | None = None) -> Problem:
+        perms = [str(p) for p in perms]
+        if not perms or not all(_is_perm(p) for p in perms):
+            raise PonderError("s5 needs one or more permutations of 12345 written like 21345")
+        steps = []
+        r = perms[0]
+        steps.append(f"{perms[0]} {r}")
+        for p in perms[1:]:
+            r = "".join(p[int(c) - 1] for c in r)
+            steps.append(f"{p} {r}")
+        return Problem(
+            family=self.name,
+            level=level if level is not None else self.level_of_length(len(perms)),
+            question="Compose: " + " ".join(perms),
+            answer=r,
+            steps=tuple(steps),
+        )
+
+    def sample_length(self, rng: random.Random, length: int) -> Problem:
+        _check_length(self.name, length)
+        perms = []
+        for _ in range(length):
+            digits = list(_IDENTITY)
+            rng.shuffle(digits)
+            perms.append("".join(digits))
+        return self.make(perms)
+
+    def extract(self, text: str) -> str | None:
+        runs = [m.group(0) for m in _PERM_RUN.finditer(text) if _is_perm(m.group(0))]
+        return runs[-1] if runs else None
+
+
+# ----------------------------------------------------------------------- modadd
+
+
+@register
+class ModAdd(_SerialTask):
+    """`What is 3 + 5 + 6 + 1 mod 7?` with a running-sum trace.
+
+    Trace: the first term alone, then `{prev}+{x}={new}` for every later term.
+    """
+
+    name = "modadd"
+    lengths = (2, 4, 8, 16, 32)
+    max_level = 5
+    unit = "terms"
+
+    def __init__(self, modulus: int = 7) -> None:
+        if isinstance(modulus, bool) or not isinstance(modulus, int) or modulus < 2:
+            raise PonderError(f"modadd needs a whole-number modulus >= 2, not {modulus!r}")
+        self.modulus = modulus
+        self.unit = f"terms mod {modulus}"
+
+    def make(self, terms: list[int], level: int | None = None) -> Problem:
+        m = self.modulus
+        if not terms or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < m for t in terms):
+            raise PonderError(f"modadd needs one or more terms in 0..{m - 1}")
+        acc = terms[0]
+        steps = [str(acc)]
+        for x in terms[1:]:
+            new = (acc + x) % m
+            steps.append(f"{acc}+{x}={new}")
+            acc = new
+        return Problem(
+            family=self.name,
+            level=level if level is not None else self.level_of_length(len(terms)),
+            question=f"What is {' + '.join(map(str, terms))} mod {m}?",
+            answer=str(acc),
+            steps=tuple(steps),
+        )
+
+    def sample_length(self, rng: random.Random, length: int) -> Problem:
+        _check_length(self.name, length)
+        return self.make([rng.randrange(self.modulus) for _ in range(length)])
+
+    def extract(self, text: str) -> str | None:
+        return last_int(text)
+
+    def normalize(self, answer: str) -> str:
+        try:
+            return str(int(answer.strip()))
+        except ValueError:
+            return answer.strip()
+
+
+# -------------------------------------------------------------------------- isq
+
+
+@register
+class ISq(_SerialTask):
+    """`What is 3^(2^5) mod 97?`: square n times, reducing mod m each time.
+
+    Trace: `{x}^2={y}` with y = x*x mod m, one line per squaring, from the base.
+
+    Why 59 and not 97: squaring mod p walks into a cycle whose length is the
+    order of 2 modulo the odd part of p-1. For 97 (96 = 32*3) every base lands
+    on 1, 35 or 61 within five squarings and then repeats with period <= 2,
+    so the answer for n >= 5 is a table lookup on the base plus the parity of
+    n: no serial work at all. 59 = 2*29+1 with 2 of order 28 mod 29, so every
+    base in 2..57 runs through a cycle of 28 distinct values after its first
+    squaring, and numbers stay two digits. (107 would give 52 with three
+    digits.) Bases are drawn from 2..m-2: m-1 squares to 1 and stays there.
+    """
+
+    name = "isq"
+    lengths = (2, 4, 8, 16, 32)
+    max_level = 5
+    unit = "squarings mod 59"
+
+    def __init__(self, modulus: int | tuple[int, ...] = (59, 97)) -> None:
+        moduli = (modulus,) if isinstance(modulus, int) and not isinstance(modulus, bool) else tuple(modulus)
+        for m in moduli:
+            if isinstance(m, bool) or not isinstance(m, int) or m < 4:
+                raise PonderError(f"isq needs a whole-number modulus >= 4, not {m!r}")
+        # The question names its modulus; the default family mixes 59 (truly serial) and 97 (the
+        # canonical question form). The serial experiment uses ISq(59) alone.
+        self.moduli = moduli
+        self.modulus = moduli[0]
+        self.unit = f"squarings mod {'/'.join(map(str, moduli))}"
+
+    def make(self, base: int, n: int, level: int | None = None, modulus: int | None = None) -> Problem:
+        m = self.modulus if modulus is None else modulus
+        if isinstance(base, bool) or not isinstance(base, int) or not 2 <= base < m:
+            raise PonderError(f"isq needs a base in 2..{m - 1}, not {base!r}")
+        _check_length(self.name, n)
+        x = base
+        steps = []
+        for _ in range(n):
+            y = x * x % m
+            steps.append(f"{x}^2={y}")
+            x = y
+        return Problem(
+            family=self.name,
+            level=level if level is not None else self.level_of_length(n),
+            question=f"What is {base}^(2^{n}) mod {m}?",
+            answer=str(x),
+            steps=tuple(steps),
+        )
+
+    def sample_length(self, rng: random.Random, length: int) -> Problem:
+        _check_length(self.name, length)
+        m = self.moduli[0] if len(self.moduli) == 1 else rng.choice(self.moduli)
+        return self.make(rng.randrange(2, m - 1), length, modulus=m)
+
+    def extract(self, text: str) -> str | None:
+        return last_int(text)
+
+    def normalize(self, answer: str) -> str:
+        try:
+            return str(int(answer.strip()))
+        except ValueError:
+            return answer.strip()
+
+
+# -------------------------------------------------------------------------- cvp
+
+_OPS = {"&": lambda a, b: a & b, "|": lambda a, b: a | b, "^": lambda a, b: a ^ b}
+_BIT = re.compile(r"(?<![0-9])[01](?![0-9])")
+
+
+@dataclass(frozen=True)
+class Gate:
+    op: str  # "&", "|", "^" or "!"
+    args: tuple[int, ...]  # indices of earlier wires: two, or one for "!"
+
+
+def wire_names(n_wires: int, width: int) -> list[str]:
+    """`n_wires` names of exactly `width` lowercase letters: a..z, or aa, ab, ..."""
+    if n_wires > 26**width:
+        raise PonderError(f"{n_wires} wires do not fit in names of {width} letters")
+    names = []
+    for i in range(n_wires):
+        letters = []
+        for _ in range(width):
+            i, r = divmod(i, 26)
+            letters.append(chr(ord("a") + r))
+        names.append("".join(reversed(letters)))
+    return names
+
+
+@register
+class CVP(_SerialTask):
+    """The circuit value problem: `Evaluate: a=1 b=0 c=a&b d=c|a e=!d f=e^b ?f`.
+
+    A few input constants (2..4), then gates `&`, `|`, `^` of two earlier wires
+    or `!` of one; the question asks for the last wire. Most gates (90%) take
+    the previous gate as an operand, so the output sits at the end of a long
+    serial chain. Answers are 0 and 1 equally often.
+
+    Wire names all have the same number of letters within one circuit: one
+    letter while `gates + 4 <= 26` (up to 22 gates), two letters (`aa`, `ab`,
+    ...) beyond that, so a name is never a prefix or suffix of another.
+
+    Trace: one line per gate, `{w}={x}{op}{y}={v}` with the operand values
+    substituted, e.g. `c=1&0=0`, `e=!1=0`.
+    """
+
+    name = "cvp"
+    lengths = (4, 8, 16, 32)
+    max_level = 4
+    unit = "gates"
+    max_inputs = 4
+    chain_p = 0.9  # chance a gate takes the previous gate as an operand
+    op_weights = {"&": 3, "|": 3, "^": 3, "!": 1}
+    max_gates = 26**2 - 4
+
+    @staticmethod
+    def name_width(n_gates: int) -> int:
+        return 1 if n_gates + CVP.max_inputs <= 26 else 2
+
+    def make(self, inputs: list[int], gates: list[Gate], level: int | None = None) -> Problem:
+        if not inputs or not all(v in (0, 1) for v in inputs):
+            raise PonderError("cvp needs one or more input constants, each 0 or 1")
+        _check_length(self.name, len(gates), self.max_gates)
+        n_in = len(inputs)
+        if n_in > self.max_inputs:
+            raise PonderError(f"cvp takes at most {self.max_inputs} inputs, not {n_in}")
+        names = wire_names(n_in + len(gates), self.name_width(len(gates)))
+        values = list(inputs)
+        parts = [f"{names[i]}={v}" for i, v in enumerate(inputs)]
+        steps = []
+        for k, g in enumerate(gates):
+            w = n_in + k
+            if not all(isinstance(a, int) and 0 <= a < w for a in g.args):
+                raise PonderError(f"gate {k + 1} must read earlier wires only")
+            if g.op == "!" and len(g.args) == 1:
+                (a,) = g.args
+                v = 1 - values[a]
+                parts.append(f"{names[w]}=!{names[a]}")
+                steps.append(f"{names[w]}=!{values[a]}={v}")
+            elif g.op in _OPS and len(g.args) == 2:
+                a, b = g.args
+                v = _OPS[g.op](values[a], values[b])
+                parts.append(f"{names[w]}={names[a]}{g.op}{names[b]}")
+                steps.append(f"{names[w]}={values[a]}{g.op}{values[b]}={v}")
+            else:
+                raise PonderError(f"gate {k + 1} is not one of &, |, ^ of two wires or ! of one")
+            values.append(v)
+        return Problem(
+            family=self.name,
+            level=level if level is not None else self.level_of_length(len(gates)),
+            question="Evaluate: " + " ".join(parts) + f" ?{names[-1]}",
+            answer=str(values[-1]),
+            steps=tuple(steps),
+        )
+
+    def _random_circuit(self, rng: random.Random, length: int) -> tuple[list[int], list[Gate]]:
+        n_in = rng.randint(2, self.max_inputs)
+        inputs = [rng.randrange(2) for _ in range(n_in)]
+        ops = list(self.op_weights)
+        weights = list(self.op_weights.values())
+        gates = []
+        for k in range(length):
+            w = n_in + k  # this gate's wire; wires 0..w-1 exist
+            op = rng.choices(ops, weights)[0]
+            prev = w - 1
+            if k > 0 and rng.random() < self.chain_p:
+                if op == "!":
+                    args: tuple[int, ...] = (prev,)
+                else:
+                    other = rng.randrange(w - 1)  # any earlier wire but the previous gate
+                    args = (prev, other) if rng.random() < 0.5 else (other, prev)
+            elif op == "!":
+                args = (rng.randrange(w),)
+            else:
+                args = tuple(rng.sample(range(w), 2))
+            gates.append(Gate(op, args))
+        return inputs, gates
+
+    def sample_length(self, rng: random.Random, length: int) -> Problem:
+        _check_length(self.name, length, self.max_gates)
+        want = str(rng.randrange(2))  # draw the answer first, so 0 and 1 are balanced
+        for _ in range(1000):
+            problem = self.make(*self._random_circuit(rng, length))
+            if problem.answer == want:
+                return problem
+        raise RuntimeError("cvp could not draw a circuit with the wanted answer")  # pragma: no cover
+
+    def extract(self, text: str) -> str | None:
+        bits = _BIT.findall(text)
+        return bits[-1] if bits else None

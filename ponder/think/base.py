@@ -1,0 +1,91 @@
+"""What every strategy returns: an answer, the hidden reasoning, the tree, honest usage."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from ponder import PonderError
+from ponder.engine.base import Completion, Engine
+from ponder.model.chat import ChatFormat
+
+
+@dataclass
+class Usage:
+    """Token counts over every branch a strategy generated, shown or not."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0  # every generated token, hidden ones included
+    reasoning_tokens: int = 0  # generated tokens the user does not see
+    engine_calls: int = 0
+
+    @property
+    def answer_tokens(self) -> int:
+        return self.completion_tokens - self.reasoning_tokens
+
+    def add(self, other: "Usage") -> None:
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.reasoning_tokens += other.reasoning_tokens
+        self.engine_calls += other.engine_calls
+
+
+@dataclass
+class Node:
+    """One reasoning step (or whole chain) in a strategy's search tree."""
+
+    text: str
+    score: float | None = None
+    visits: int = 0
+    chosen: bool = False
+    children: list["Node"] = field(default_factory=list)
+
+
+@dataclass
+class Thought:
+    answer: str
+    reasoning: str
+    usage: Usage
+    finish_reason: str = "stop"  # "length" when the budget ran out before an answer
+    tree: Node | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["usage"]["answer_tokens"] = self.usage.answer_tokens
+        return d
+
+
+AnswerKey = Callable[[str], str]
+
+
+def default_key(answer: str) -> str:
+    return " ".join(answer.split())
+
+
+class Strategy(ABC):
+    """Turns a question into a Thought using only an engine and a chat format."""
+
+    def __init__(self, engine: Engine, chat: ChatFormat, max_tokens: int = 768,
+                 answer_key: AnswerKey = default_key) -> None:
+        if max_tokens < 1:
+            raise PonderError(f"max_tokens must be >= 1, got {max_tokens}")
+        self.engine, self.chat, self.max_tokens, self.answer_key = engine, chat, max_tokens, answer_key
+
+    def solve(self, question: str) -> Thought:
+        return self.solve_batch([question])[0]
+
+    @abstractmethod
+    def solve_batch(self, questions: list[str]) -> list[Thought]:
+        """Several questions at once, so an engine can batch them."""
+
+
+def split_completion(chat: ChatFormat, engine: Engine, c: Completion) -> tuple[str, str, int, str]:
+    """(reasoning, answer, answer_tokens, finish_reason) of one engine completion."""
+    parsed = chat.parse(c.text)
+    if chat.think_close not in c.text:
+        return parsed.reasoning, "", 0, "length"
+    after = c.text.partition(chat.think_close)[2]
+    answer_tokens = min(c.num_tokens, engine.count_tokens(after))
+    finish = "length" if not parsed.finished and c.finish_reason == "length" else "stop"
+    return parsed.reasoning, parsed.answer, answer_tokens, finish

@@ -1,0 +1,63 @@
+"""Strategies that only sample whole chains: one greedy chain, or a majority vote."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from ponder import PonderError
+from ponder.engine.base import SamplingParams
+from ponder.think.base import Node, Strategy, Thought, Usage, split_completion
+
+
+class ChainOfThought(Strategy):
+    """One chain of thought, greedy by default."""
+
+    def __init__(self, *args, temperature: float = 0.0, seed: int | None = 0, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.temperature, self.seed = temperature, seed
+
+    def solve_batch(self, questions: list[str]) -> list[Thought]:
+        prompts = [self.chat.prompt(q) for q in questions]
+        params = SamplingParams(n=1, temperature=self.temperature, max_tokens=self.max_tokens, seed=self.seed)
+        out = []
+        for group in self.engine.generate(prompts, params):
+            c = group[0]
+            reasoning, answer, answer_tokens, finish = split_completion(self.chat, self.engine, c)
+            usage = Usage(c.prompt_tokens, c.num_tokens, c.num_tokens - answer_tokens, 1)
+            tree = Node(text=reasoning, chosen=True, visits=1)
+            out.append(Thought(answer, reasoning, usage, finish, tree))
+        return out
+
+
+class MajorityVote(Strategy):
+    """Self-consistency: sample n chains, answer with the most common final answer."""
+
+    def __init__(self, *args, n: int = 5, temperature: float = 0.8, seed: int | None = 0, **kw) -> None:
+        super().__init__(*args, **kw)
+        if n < 1:
+            raise PonderError(f"majority needs n >= 1, got {n}")
+        self.n, self.temperature, self.seed = n, temperature, seed
+
+    def solve_batch(self, questions: list[str]) -> list[Thought]:
+        prompts = [self.chat.prompt(q) for q in questions]
+        params = SamplingParams(n=self.n, temperature=self.temperature, max_tokens=self.max_tokens, seed=self.seed)
+        return [self._vote(group) for group in self.engine.generate(prompts, params)]
+
+    def _vote(self, group) -> Thought:
+        parts = [split_completion(self.chat, self.engine, c) for c in group]
+        answered = [i for i, p in enumerate(parts) if p[1]]
+        completion_tokens = sum(c.num_tokens for c in group)
+        root = Node(text="", visits=len(group))
+        if not answered:
+            usage = Usage(group[0].prompt_tokens, completion_tokens, completion_tokens, 1)
+            root.children = [Node(text=p[0], visits=1) for p in parts]
+            return Thought("", parts[0][0], usage, "length", root)
+        votes = Counter(self.answer_key(parts[i][1]) for i in answered)
+        best_key, best_votes = votes.most_common(1)[0]
+        chosen = next(i for i in answered if self.answer_key(parts[i][1]) == best_key)
+        reasoning, answer, answer_tokens, _ = parts[chosen]
+        usage = Usage(group[0].prompt_tokens, completion_tokens, completion_tokens - answer_tokens, 1)
+        for i, p in enumerate(parts):
+            share = votes.get(self.answer_key(p[1]), 0) / len(answered) if p[1] else 0.0
+            root.children.append(Node(text=p[0], score=share, visits=1, chosen=i == chosen))
+        return Thought(answer, reasoning, usage, "stop", root)

@@ -1,0 +1,256 @@
+"""The countdown family: solvable targets, honest search traces, a strict and safe checker."""
+
+from __future__ import annotations
+
+import ast
+import random
+import re
+import statistics
+from collections import Counter
+from fractions import Fraction
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ponder import PonderError
+from ponder.tasks import get_task, task_names
+from ponder.tasks.base import Problem
+
+TASK = get_task("countdown")
+POOL = Counter(list(range(1, 11)) * 2 + [25, 50, 75, 100])
+
+QUESTION = re.compile(r"Using the numbers (\d+(?:, \d+)*), make (\d+)\.")
+COMBINE = re.compile(r"(\d+)([-+*/])(\d+)=(\d+) \[(\d+(?: \d+)*)\]")
+BACK = re.compile(r"back \[(\d+(?: \d+)*)\]")
+FINAL = re.compile(r"([-+*/()\d]+)=(\d+)")
+
+seeds = st.integers(min_value=0, max_value=2**32 - 1)
+levels = st.integers(min_value=1, max_value=TASK.max_level)
+
+
+# ----------------------------------------------------------------- an independent replayer
+
+
+def exact(expr: str) -> tuple[Fraction, list[int]]:
+    """Value and leaves of an expression made of ints and binary + - * / (test's own evaluator)."""
+    ops = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b,
+           ast.Mult: lambda a, b: a * b, ast.Div: lambda a, b: a / b}
+    leaves: list[int] = []
+
+    def go(n):
+        if isinstance(n, ast.BinOp):
+            return ops[type(n.op)](go(n.left), go(n.right))
+        assert isinstance(n, ast.Constant) and type(n.value) is int, ast.dump(n)
+        leaves.append(n.value)
+        return Fraction(n.value)
+
+    return go(ast.parse(expr, mode="eval").body), leaves
+
+
+def one_op_values(a: int, b: int) -> set[Fraction]:
+    x, y = Fraction(a), Fraction(b)
+    out = {x + y, x - y, y - x, x * y}
+    if y:
+        out.add(x / y)
+    if x:
+        out.add(y / x)
+    return out
+
+
+def replay(problem: Problem) -> int:
+    """Check every line of the trace against the question; return the number of dead ends."""
+    m = QUESTION.fullmatch(problem.question)
+    assert m, problem.question
+    root = sorted(int(x) for x in m.group(1).split(", "))
+    target = int(m.group(2))
+    steps = list(problem.steps)
+    assert steps and all(s and "\n" not in s for s in steps)
+    state = list(root)
+    seen = [sorted(root)]
+    dead = 0
+    prev = None
+    for line in steps[:-1]:
+        assert target not in state, f"trace goes on after reaching the target: {line}"
+        if (c := COMBINE.fullmatch(line)):
+            assert prev != "no", "a dead end must be followed by a backtrack"
+            a, op, b, r = int(c[1]), c[2], int(c[3]), int(c[4])
+            rest = Counter(state) - Counter([a, b])
+            assert sum(rest.values()) == len(state) - 2, f"{line}: {a},{b} not in {state}"
+            assert a >= b
+            want = {"+": a + b, "-": a - b, "*": a * b, "/": a // b if b and a % b == 0 else None}[op]
+            assert want is not None and want == r, line
+            state = sorted(list(rest.elements()) + [r])
+            assert [int(x) for x in c[5].split()] == state, f"{line}: state should be {state}"
+            seen.append(state)
+        elif line == "no":
+            assert prev != "no"
+            # An honest dead end: two numbers left and no one operation on them makes the target.
+            assert len(state) == 2, f"'no' with state {state}"
+            assert Fraction(target) not in one_op_values(*state)
+            dead += 1
+        elif (b_ := BACK.fullmatch(line)):
+            assert prev == "no", "backtrack without a dead end"
+            back = [int(x) for x in b_[1].split()]
+            assert back in seen, f"back to a state never seen: {back}"
+            state = back
+        else:
+            raise AssertionError(f"unparseable line {line!r}")
+        prev = line
+    assert prev != "no"
+    assert target in state, "the last line must come when the state holds the target"
+    f = FINAL.fullmatch(steps[-1])
+    assert f, steps[-1]
+    assert int(f[2]) == target
+    value, leaves = exact(f[1])
+    assert value == target
+    assert not Counter(leaves) - Counter(root), f"{f[1]} uses numbers not given"
+    assert len(leaves) <= len(root) - len(state) + 1
+    assert problem.answer == f[1]
+    return dead
+
+
+# ----------------------------------------------------------------- properties of samples
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=seeds, level=levels)
+def test_sample_is_solvable_honest_and_checked(seed, level):
+    p = TASK.sample(random.Random(seed), level)
+    assert p.family == "countdown" and p.level == level
+    m = QUESTION.fullmatch(p.question)
+    assert m
+    nums = [int(x) for x in m[1].split(", ")]
+    target = int(m[2])
+    assert len(nums) == level + 1 and nums == sorted(nums)
+    assert not Counter(nums) - POOL, f"not a deal from the cards: {nums}"
+    assert 1 <= target <= 999 and target not in nums
+    value, leaves = exact(p.answer)
+    assert value == target and len(leaves) >= 2
+    assert TASK.check(p, p.answer)
+    assert TASK.check(p, f"{p.answer}={target}")
+    assert TASK.extract(p.answer) == p.answer
+    assert TASK.check(p, "\n".join(p.steps) + "</think>" + p.answer + "<|end|>")
+    replay(p)
+    assert len(p.reasoning) <= 600
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=seeds, level=levels)
+def test_same_seed_same_problem(seed, level):
+    assert TASK.sample(random.Random(seed), level) == TASK.sample(random.Random(seed), level)
+
+
+def test_samples_vary():
+    rng = random.Random(1)
+    ps = [TASK.sample(rng, 3) for _ in range(60)]
+    assert len({p.question for p in ps}) >= 55
+    assert len({p.answer for p in ps}) >= 50
+    assert len({p.steps[0] for p in ps}) >= 30
+
+
+@pytest.mark.parametrize("level", [0, -1, 5, 99])
+def test_level_out_of_range(level):
+    with pytest.raises(PonderError):
+        TASK.sample(random.Random(0), level)
+
+
+def test_registered_and_levels_described():
+    assert "countdown" in task_names()
+    assert TASK.max_level == 4
+    assert [TASK.describe_level(k) for k in (1, 4)] == ["2 numbers", "5 numbers"]
+
+
+def test_level3_traces_short_with_enough_dead_ends_and_varied_targets():
+    rng = random.Random(2024)
+    ps = [TASK.sample(rng, 3) for _ in range(300)]
+    lengths = sorted(len(p.reasoning) for p in ps)
+    dead = [replay(p) for p in ps]
+    frac = sum(d > 0 for d in dead) / len(ps)
+    assert 0.5 <= frac <= 0.75, frac
+    assert max(dead) <= 3
+    assert len(set(dead)) == 4  # 0, 1, 2 and 3 dead ends all occur
+    assert statistics.mean(lengths) <= 160
+    assert lengths[int(0.95 * len(ps))] <= 250
+    assert lengths[-1] <= 600
+    used = Counter(len(exact(p.answer)[1]) for p in ps)
+    assert set(used) == {2, 3, 4}  # not always all numbers
+    assert used[4] > used[2]  # but solutions with several numbers are preferred
+
+
+def test_levels_grow():
+    means = []
+    for level in range(1, TASK.max_level + 1):
+        rng = random.Random(level)
+        ps = [TASK.sample(rng, level) for _ in range(60)]
+        means.append(statistics.mean(len(p.reasoning) for p in ps))
+    assert means == sorted(means) and means[0] < means[-1] / 3
+
+
+# ----------------------------------------------------------------- the checker
+
+
+def problem(numbers: str, target: int, answer: str) -> Problem:
+    return Problem("countdown", 3, f"Using the numbers {numbers}, make {target}.", answer, ())
+
+
+P225 = problem("3, 7, 25, 50", 225, "25*7+50")
+
+
+@pytest.mark.parametrize("text", [
+    "25*7+50", "7*25+50", "(50+25)*3", "3*(25+50)", "50+7*25", " ( 50 + 25 ) * 3 = 225 ",
+    "(50+25)*3=225", "(7-3)*50+25", "25+50*(7-3)",
+])
+def test_check_accepts_any_valid_expression(text):
+    assert TASK.check(P225, text)
+
+
+@pytest.mark.parametrize("text", [
+    "50+25",                    # wrong value
+    "(50+25)*3=224",           # claims a different value
+    "25*7+25+25",              # 25 used three times, given once
+    "9*25",                    # 9 is not given
+    "225",                     # the target itself is not given
+    "-(3-7)*50+25",            # unary minus
+    "+7*25+50",                # unary plus
+    "__import__('os')",
+    "x*25+50", "abs(225)", "25*7+50 and 1", "7*25+50.0", "7*25+5e1",
+    "", "   ", "no idea", "=225",
+    "(50+25)*3)", "((50+25)*3",  # unbalanced
+])
+def test_check_rejects(text):
+    assert not TASK.check(P225, text)
+
+
+def test_check_rejects_power_floor_division_and_division_by_zero():
+    assert TASK.check(problem("2, 3, 8", 9, "8+3-2"), "8+3-2")
+    assert not TASK.check(problem("2, 3, 8", 9, "8+3-2"), "3**2")
+    p30 = problem("2, 7, 10", 30, "")
+    assert not TASK.check(p30, "7//2*10")  # 30 with floor division, 35 exactly
+    p125 = problem("2, 2, 5, 25", 125, "25*5")
+    assert TASK.check(p125, "25*5+2-2")
+    assert not TASK.check(p125, "25*5+2/(2-2)")
+    assert not TASK.check(p125, "25*5+(2-2)/(2-2)")
+
+
+def test_check_allows_fraction_intermediates():
+    p = problem("1, 5, 5, 5", 24, "")
+    assert TASK.check(p, "5*(5-1/5)")
+    assert not TASK.check(p, "5*(5-1/5)+1")
+
+
+def test_check_reads_only_the_answer_of_a_completion():
+    p = TASK.sample(random.Random(5), 3)
+    target = int(QUESTION.fullmatch(p.question)[2])
+    full = "\n".join(p.steps) + "</think>" + p.answer + "<|end|>"
+    assert TASK.check(p, full)
+    wrong = "\n".join(p.steps) + "</think>" + f"{target}+1" + "<|end|>"
+    assert not TASK.check(p, wrong)
+
+
+def test_extract():
+    assert TASK.extract(" 7 * 25 + 50 = 225 ") == "7*25+50"
+    assert TASK.extract("(100-25)*3") == "(100-25)*3"
+    assert TASK.extract("3**2") == "3**2"  # expression-like; check refuses it
+    for text in ["", "  ", "no", "__import__('os')", "=75", "x=3"]:
+        assert TASK.extract(text) is None, text
