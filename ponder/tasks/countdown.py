@@ -240,7 +240,7 @@ class _Search:
                 lines.append("no")
                 dead += 1
                 path.pop()
-                while len(path) > 1 and not self.solvable(path[-1][0]):
+                while not self.solvable(path[-1][0]):
                     path.pop()
                 lines.append(f"back {_fmt(v for v, _ in path[-1][0])}")
                 continue
