@@ -1,5 +1,5 @@
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
@@ -13,6 +13,7 @@ printable = st.text(alphabet=st.sampled_from(CHARS), max_size=60)
 @settings(max_examples=100, deadline=None)
 @given(printable)
 def test_char_tokenizer_is_one_token_per_character_and_round_trips(text):
+    assume(not any(s in text for s in SPECIAL_TOKENS))  # markers are one token each, tested below
     tok = build_char_tokenizer()
     ids = tok(text, add_special_tokens=False)["input_ids"]
     assert len(ids) == len(text)

@@ -1,0 +1,833 @@
+"""The fast local sampler: batched KV-cache sampling on any Hugging Face causal LM.
+
+How a `generate` call runs:
+
+1. Every distinct prompt is tokenized and checked against the model's context.
+2. The `len(prompts) * n` sequences are cut, in prompt order, into chunks of at
+   most `max_batch` rows. A chunk's prompts that have not been seen yet are
+   prefilled together, once (left padding, an attention mask and per-row
+   position ids); the prefill keeps the logits of the last position only.
+3. The chunk's cache is a preallocated "slab" per layer, `[rows, heads,
+   capacity, head_dim]`, into which each prompt's prefill keys/values are
+   copied (broadcast) for all of its samples, right-aligned. A decode step
+   writes one column in place and attention reads a view of the filled part,
+   so no step copies the cache (`DynamicCache` concatenates, copying the whole
+   cache on every step). Capacity grows geometrically when needed.
+4. A hand-written decode loop samples (temperature, nucleus, a seeded
+   `torch.Generator`, Gumbel-max) and feeds one token per live row. Rows that
+   end (eos, a stop string) are dropped from the batch, cache included, every
+   few steps, so compute goes to live rows only; max_tokens ends everyone.
+
+Stop strings are checked only for rows whose new token could complete one (a
+per-vocabulary table of which tokens contain a stop string's last character),
+by decoding a short tail of that row's tokens: no per-token detokenization.
+
+Models whose cache layers are not plain full-attention layers (sliding windows,
+linear attention) are served through the same loop with the model's own
+`DynamicCache`; they just do not get the in-place slab.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import torch
+from transformers import DynamicCache
+from transformers.cache_utils import Cache, DynamicLayer
+
+from ponder import PonderError
+from ponder.engine.base import Capabilities, Completion, EngineStats, SamplingParams
+
+__all__ = ["LocalEngine"]
+
+
+class _Pool:
+    """Flat buffers kept between calls and reused.
+
+    On CPU, touching fresh memory costs a page fault per page (very slow on some
+    VMs), which is what makes a cache that reallocates every step so slow. The
+    slab buffers are taken from here, so a warm engine decodes without page faults.
+    """
+
+    def __init__(self) -> None:
+        self.bufs: dict[tuple, torch.Tensor] = {}
+
+    def get(self, key: tuple, numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        t = self.bufs.get(key)
+        if t is None or t.numel() < numel or t.dtype != dtype or t.device != device:
+            self.bufs.pop(key, None)
+            grow = numel if t is None else max(numel, t.numel() * 3 // 2)
+            t = torch.empty(grow, dtype=dtype, device=device)
+            self.bufs[key] = t
+        return t
+
+    def clear(self) -> None:
+        self.bufs.clear()
+
+
+def _grow(capacity: int, needed: int, limit: int) -> int:
+    """Grow by a sixth (at least 16 slots): repacks stay rare, slack stays small."""
+    return min(max(needed, capacity + max(16, capacity // 6)), max(limit, needed))
+
+
+class _SlabLayer(DynamicLayer):
+    """A full-attention cache layer in a contiguous `[rows, heads, capacity, head_dim]` buffer.
+
+    New positions are written in place. When the capacity is reached, or rows are
+    dropped, the filled part is repacked into a second buffer (the two alternate,
+    both from the pool). Slots past `length` are always zero, so a reader may
+    attend over the whole buffer with those slots masked.
+    """
+
+    def __init__(self, pool: _Pool, key: tuple, rows: int, heads: int, capacity: int, head_dim: int,
+                 length: int, limit: int, dtype: torch.dtype, device: torch.device):
+        super().__init__()
+        self.pool, self.key = pool, key
+        self.rows, self.heads, self.cap, self.head_dim = rows, heads, capacity, head_dim
+        self.length, self.limit = length, limit
+        self.dtype, self.device = dtype, device
+        self.side = 0
+        self.is_initialized = True
+        self.kbuf, self.vbuf = self._buf("k", 0, rows, capacity), self._buf("v", 0, rows, capacity)
+        self._views()
+
+    def _buf(self, which: str, side: int, rows: int, capacity: int) -> torch.Tensor:
+        numel = rows * self.heads * capacity * self.head_dim
+        flat = self.pool.get((*self.key, which, side), numel, self.dtype, self.device)
+        return flat[:numel].view(rows, self.heads, capacity, self.head_dim)
+
+    def _views(self) -> None:
+        self.keys = self.kbuf[:, :, : self.length]
+        self.values = self.vbuf[:, :, : self.length]
+
+    def _repack(self, rows: torch.Tensor | None, capacity: int) -> None:
+        n = self.rows if rows is None else len(rows)
+        other = 1 - self.side
+        out = []
+        for which, src in (("k", self.kbuf), ("v", self.vbuf)):
+            dst = self._buf(which, other, n, capacity)
+            if rows is not None and capacity == self.cap:
+                torch.index_select(src, 0, rows, out=dst)  # the zero slack comes along
+            else:
+                part = src[:, :, : self.length]
+                dst[:, :, : self.length] = part if rows is None else part.index_select(0, rows)
+                dst[:, :, self.length :].zero_()
+            out.append(dst)
+        self.kbuf, self.vbuf = out
+        self.side, self.rows, self.cap = other, n, capacity
+        self._views()
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        end = self.length + key_states.shape[-2]
+        if end > self.cap:
+            self._repack(None, _grow(self.cap, end, self.limit))
+        self.kbuf[:, :, self.length : end] = key_states
+        self.vbuf[:, :, self.length : end] = value_states
+        self.length = end
+        self._views()
+        return self.keys, self.values
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Write one position ([rows, heads, head_dim]); the fast path reads the whole buffer."""
+        if self.length == self.cap:
+            self._repack(None, _grow(self.cap, self.length + 1, self.limit))
+        self.kbuf[:, :, self.length] = k
+        self.vbuf[:, :, self.length] = v
+        self.length += 1
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.length + query_length, 0
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self._repack(indices.to(self.device), self.cap)
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        rows = torch.arange(self.rows, device=self.device).repeat_interleave(repeats)
+        self._repack(rows, self.cap)
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove > 0:
+            raise ValueError("crop takes a negative count of tokens to remove")
+        new = max(0, self.length + tokens_to_remove)
+        self.kbuf[:, :, new : self.length].zero_()
+        self.vbuf[:, :, new : self.length].zero_()
+        self.length = new
+        self._views()
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        self.batch_select_indices(beam_idx)
+
+    def get_max_length(self) -> int:
+        return -1
+
+
+_FAST_TYPES = {"llama", "mistral", "qwen2"}  # pre-norm RMSNorm, RoPE (rotate_half), SwiGLU MLP
+
+
+class _LlamaDecoder:
+    """A hand-fused decode step for Llama-family models (Llama, Mistral, Qwen2), one token per row.
+
+    Runs the model's own weights (q/k/v and gate/up fused into one matmul each while
+    the weights are small enough to copy, re-fused when they change), RoPE from a
+    precomputed table of the model's rotary embedding, RMSNorm and attention over
+    the slab cache with a padding bias. The prefill is always the model's own forward.
+    """
+
+    FUSE_LIMIT_BYTES = 256 * 2**20
+
+    def __init__(self, model):
+        self.model = model
+        base = model.model
+        self.base = base
+        cfg = model.config
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = getattr(cfg, "num_key_value_heads", None) or self.n_heads
+        attn0 = base.layers[0].self_attn
+        self.head_dim = attn0.head_dim
+        self.scaling = attn0.scaling
+        self._fused_key = None
+        self._fused: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]] = []
+        self._rope_cache: tuple | None = None
+
+    @staticmethod
+    def supports(model) -> bool:
+        cfg = getattr(model, "config", None)
+        if getattr(cfg, "model_type", None) not in _FAST_TYPES:
+            return False
+        if getattr(cfg, "pretraining_tp", 1) not in (None, 1) or getattr(cfg, "final_logit_softcapping", None):
+            return False
+        base = getattr(model, "model", None)
+        try:
+            rope_type = base.rotary_emb.rope_type
+            layer = base.layers[0]
+            a, m = layer.self_attn, layer.mlp
+            needed = (a.q_proj, a.k_proj, a.v_proj, a.o_proj, a.head_dim, a.scaling, m.gate_proj, m.up_proj,
+                      m.down_proj, m.act_fn, layer.input_layernorm.variance_epsilon,
+                      layer.post_attention_layernorm.variance_epsilon, base.norm.variance_epsilon,
+                      base.embed_tokens, model.lm_head)
+        except AttributeError:
+            return False
+        del needed
+        if rope_type in ("dynamic", "longrope"):  # their frequencies depend on the length seen
+            return False
+        return all(not hasattr(layer.self_attn, n) for n in ("q_norm", "k_norm")
+                   for layer in base.layers)
+
+    def prepare(self, max_positions: int, device, dtype) -> None:
+        """Fuse weights if they changed since the last call; build the RoPE table."""
+        layers = self.base.layers
+        params = [p for l in layers for p in (l.self_attn.q_proj.weight, l.self_attn.k_proj.weight,
+                                              l.self_attn.v_proj.weight, l.mlp.gate_proj.weight,
+                                              l.mlp.up_proj.weight)]
+        nbytes = sum(p.numel() * p.element_size() for p in params)
+        if nbytes <= self.FUSE_LIMIT_BYTES:
+            key = tuple((p.data_ptr(), p._version) for p in params)
+            if key != self._fused_key:
+                self._fused = []
+                for l in layers:
+                    a, m = l.self_attn, l.mlp
+                    w = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight])
+                    biases = [a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]
+                    b = torch.cat(biases) if all(x is not None for x in biases) else None
+                    if b is None and any(x is not None for x in biases):
+                        self._fused = []
+                        break
+                    gu = torch.cat([m.gate_proj.weight, m.up_proj.weight]) if m.gate_proj.bias is None \
+                        and m.up_proj.bias is None else None
+                    self._fused.append((w, b, gu))
+                self._fused_key = key
+        else:
+            self._fused, self._fused_key = [], None
+        rk = (max_positions, device, dtype, self.base.rotary_emb.inv_freq._version)
+        if self._rope_cache is None or self._rope_cache[0] != rk or self._rope_cache[1].shape[0] < max_positions:
+            pos = torch.arange(max_positions, device=device)[None]
+            dummy = torch.zeros(1, dtype=dtype, device=device)
+            cos, sin = self.base.rotary_emb(dummy, pos)
+            cos, sin = cos[0], sin[0]
+            half = self.head_dim // 2
+            sin = torch.cat([-sin[:, :half], sin[:, half:]], -1)  # rotate_half's sign folded in
+            self._rope_cache = (rk, cos.contiguous(), sin.contiguous())
+
+    @staticmethod
+    def _norm(x: torch.Tensor, mod) -> torch.Tensor:
+        if x.dtype == torch.float32:
+            return torch.nn.functional.rms_norm(x, (x.shape[-1],), mod.weight, mod.variance_epsilon)
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + mod.variance_epsilon)
+        return mod.weight * h.to(x.dtype)
+
+    def step(self, tok: torch.Tensor, pos: torch.Tensor, state: "_PrefixState") -> torch.Tensor:
+        """Logits [B, V] (float32) for one new token per row at positions `pos`."""
+        F = torch.nn.functional
+        B = tok.shape[0]
+        H, Hkv, D = self.n_heads, self.n_kv, self.head_dim
+        g = H // Hkv
+        _, cos_t, sin_t = self._rope_cache
+        cos = cos_t.index_select(0, pos)[:, None, :]
+        sin = sin_t.index_select(0, pos)[:, None, :]
+        state.advance()
+        x = self.base.embed_tokens(tok)
+        fused = self._fused
+        for li, layer in enumerate(self.base.layers):
+            a, m = layer.self_attn, layer.mlp
+            h = self._norm(x, layer.input_layernorm)
+            if fused:
+                w, b, gu = fused[li]
+                qkv = F.linear(h, w, b).view(B, H + 2 * Hkv, D)
+                qk, v = qkv[:, : H + Hkv], qkv[:, H + Hkv :]
+                qk = qk * cos + qk.roll(D // 2, -1) * sin
+                q, k = qk[:, :H], qk[:, H:]
+            else:
+                gu = None
+                q = F.linear(h, a.q_proj.weight, a.q_proj.bias).view(B, H, D)
+                k = F.linear(h, a.k_proj.weight, a.k_proj.bias).view(B, Hkv, D)
+                v = F.linear(h, a.v_proj.weight, a.v_proj.bias).view(B, Hkv, D)
+                q = q * cos + q.roll(D // 2, -1) * sin
+                k = k * cos + k.roll(D // 2, -1) * sin
+            q = q * self.scaling
+            o = state.attend(li, q, k, v)
+            x = x + F.linear(o.reshape(B, H * D), a.o_proj.weight, a.o_proj.bias)
+            h = self._norm(x, layer.post_attention_layernorm)
+            if gu is not None:
+                gate, up = F.linear(h, gu).chunk(2, -1)
+            else:
+                gate = F.linear(h, m.gate_proj.weight, m.gate_proj.bias)
+                up = F.linear(h, m.up_proj.weight, m.up_proj.bias)
+            x = x + F.linear(m.act_fn(gate) * up, m.down_proj.weight, m.down_proj.bias)
+        x = self._norm(x, self.base.norm)
+        lm = self.model.lm_head
+        return F.linear(x, lm.weight, getattr(lm, "bias", None)).float()
+
+
+class _PrefixState:
+    """Decode-time KV of the fast path: each distinct prompt once, each row's generated tokens apart.
+
+    Rows of one prompt are contiguous (a "group"). Attention over the prompt part
+    runs per group, `n` queries against one copy of the prompt's keys (one matmul
+    per group and head, the prompt read once for all its samples); attention over
+    the generated part runs per row on a contiguous slab that grows in place.
+    Both parts go through one softmax.
+    """
+
+    def __init__(self, pool: _Pool, prefixes: list["_Prefix"], group_sizes: list[int], Lp: int, limit: int,
+                 dtype: torch.dtype, device: torch.device):
+        self.Lp = Lp
+        P = len(prefixes)
+        self.kp: list[torch.Tensor] = []
+        self.vp: list[torch.Tensor] = []
+        self.gen: list[_SlabLayer] = []
+        B = sum(group_sizes)
+        for li in range(len(prefixes[0].keys)):
+            hkv, _, d = prefixes[0].keys[li].shape
+            for which, dst_list in (("keys", self.kp), ("values", self.vp)):
+                flat = pool.get(("prompt", li, which), P * hkv * Lp * d, dtype, device)
+                buf = flat[: P * hkv * Lp * d].view(P, hkv, Lp, d)
+                for gi, pre in enumerate(prefixes):
+                    if pre.length < Lp:
+                        buf[gi, :, : Lp - pre.length].zero_()
+                    buf[gi, :, Lp - pre.length :] = getattr(pre, which)[li]
+                dst_list.append(buf)
+            self.gen.append(_SlabLayer(pool, ("gen", li), B, hkv, _grow(0, 1, limit), d, 0, limit, dtype, device))
+        self.hkv, self.head_dim = self.kp[0].shape[1], self.kp[0].shape[3]
+        pmask = torch.zeros((P, Lp), dtype=dtype, device=device)
+        for gi, pre in enumerate(prefixes):
+            pmask[gi, : Lp - pre.length] = float("-inf")
+        self.pmask = pmask
+        self.gmask = torch.full((limit,), float("-inf"), dtype=dtype, device=device)
+        self.row_group = [gi for gi, n in enumerate(group_sizes) for _ in range(n)]
+        self._layout()
+
+    def _layout(self) -> None:
+        sizes = [0] * self.kp[0].shape[0]
+        for gi in self.row_group:
+            sizes[gi] += 1
+        if 0 in sizes:  # a prompt with no rows left: drop it
+            live = [gi for gi, n in enumerate(sizes) if n]
+            sel = torch.tensor(live, device=self.pmask.device)
+            self.kp = [t.index_select(0, sel) for t in self.kp]
+            self.vp = [t.index_select(0, sel) for t in self.vp]
+            self.pmask = self.pmask.index_select(0, sel)
+            remap = {gi: j for j, gi in enumerate(live)}
+            self.row_group = [remap[gi] for gi in self.row_group]
+            sizes = [sizes[gi] for gi in live]
+        self.P, self.nmax = len(sizes), max(sizes)
+        if all(n == self.nmax for n in sizes):
+            self.slot = None  # every group full: rows are already in group-major order
+        else:
+            seen = [0] * len(sizes)
+            slot = []
+            for gi in self.row_group:
+                slot.append(gi * self.nmax + seen[gi])
+                seen[gi] += 1
+            self.slot = torch.tensor(slot, device=self.pmask.device)
+        hkv = self.hkv
+        self.pmask_b = self.pmask.repeat_interleave(hkv, 0)[:, None] if hkv > 1 else self.pmask[:, None]
+
+    def batch_select_indices(self, keep: torch.Tensor) -> None:
+        for layer in self.gen:
+            layer.batch_select_indices(keep)
+        self.row_group = [self.row_group[i] for i in keep.tolist()]
+        self._layout()
+
+    def advance(self) -> None:
+        """Open the next generated position (every row writes it)."""
+        self.gmask[self.gen[0].length] = 0.0
+
+    def _to_groups(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, H, ...] rows -> [P * Hkv, nmax * g, ...] groups (zero rows where a group is short)."""
+        B, H = x.shape[:2]
+        rest = x.shape[2:]
+        if self.slot is not None:
+            pad = x.new_zeros((self.P * self.nmax, H, *rest))
+            x = pad.index_copy_(0, self.slot, x)
+        g = H // self.hkv
+        x = x.view(self.P, self.nmax, self.hkv, g, *rest).transpose(1, 2)
+        return x.reshape(self.P * self.hkv, self.nmax * g, *rest)
+
+    def _to_rows(self, x: torch.Tensor, H: int) -> torch.Tensor:
+        """Inverse of `_to_groups`: [P * Hkv, nmax * g, ...] -> [B, H, ...]."""
+        rest = x.shape[2:]
+        g = H // self.hkv
+        x = x.view(self.P, self.hkv, self.nmax, g, *rest).transpose(1, 2).reshape(self.P * self.nmax, H, *rest)
+        return x if self.slot is None else x.index_select(0, self.slot)
+
+    def attend(self, li: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Attention output [B, H * D] for pre-scaled queries q [B, H, D]; k, v [B, Hkv, D] are appended."""
+        gen = self.gen[li]
+        gen.append(k, v)
+        B, H, D = q.shape
+        hkv, g, Lp = self.hkv, H // self.hkv, self.Lp
+        kg, vg = gen.kbuf.view(B * hkv, -1, D), gen.vbuf.view(B * hkv, -1, D)
+        kp = self.kp[li].view(-1, Lp, D)
+        sp = torch.baddbmm(self.pmask_b, self._to_groups(q), kp.transpose(1, 2))
+        sp = self._to_rows(sp, H).reshape(B * hkv, g, Lp)
+        sg = torch.baddbmm(self.gmask[: kg.shape[1]], q.view(B * hkv, g, D), kg.transpose(1, 2))
+        p = torch.softmax(torch.cat([sp, sg], -1), -1)
+        op = torch.bmm(self._to_groups(p[:, :, :Lp].reshape(B, H, Lp)), self.vp[li].view(-1, Lp, D))
+        o = torch.baddbmm(self._to_rows(op, H).reshape(B * hkv, g, D), p[:, :, Lp:], vg)
+        return o.view(B, H * D)
+
+
+@dataclass
+class _Prefix:
+    """One prompt's prefilled state: a row of a prefill batch."""
+
+    keys: list[torch.Tensor]  # per layer [heads, length, head_dim] (views into the batch)
+    values: list[torch.Tensor]
+    logits: torch.Tensor  # [vocab] at the last prompt position
+    length: int
+
+
+class LocalEngine:
+    """Batched sampling with a KV cache on a local Hugging Face causal LM (CPU or GPU).
+
+    `max_batch` caps the sequences decoded together; `compact_every` is how many
+    steps finished rows may linger before the batch is compacted (it is
+    compacted at once when a quarter of it is finished). `eos_token_ids`
+    overrides the end tokens (default: the tokenizer's eos token and the
+    model's generation-config eos ids); `add_special_tokens` is passed to the
+    tokenizer (off: rendered chat prompts already carry their markers).
+    `fast_path` uses a hand-fused decode step for Llama-family models (the
+    prefill and every other model go through the model's own forward).
+    """
+
+    capabilities = Capabilities(n=True, stop_strings=True, logprobs=True, prefix_continuation=True)
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        max_batch: int = 64,
+        *,
+        compact_every: int = 4,
+        eos_token_ids: Iterable[int] | None = None,
+        add_special_tokens: bool = False,
+        fast_path: bool = True,
+    ):
+        if max_batch < 1:
+            raise PonderError(f"max_batch must be >= 1, got {max_batch}")
+        if compact_every < 1:
+            raise PonderError(f"compact_every must be >= 1, got {compact_every}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_batch = max_batch
+        self.compact_every = compact_every
+        self.add_special_tokens = add_special_tokens
+        self.stats = EngineStats()
+        if eos_token_ids is None:
+            ids: set[int] = set()
+            if getattr(tokenizer, "eos_token_id", None) is not None:
+                ids.add(int(tokenizer.eos_token_id))
+            gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+            if gen_eos is not None:
+                ids.update(int(i) for i in ([gen_eos] if isinstance(gen_eos, int) else gen_eos))
+            eos_token_ids = ids
+        self.eos_token_ids = sorted(set(int(i) for i in eos_token_ids))
+        config = model.config
+        self.max_positions = next(
+            (getattr(config, k) for k in ("max_position_embeddings", "n_positions", "max_sequence_length")
+             if isinstance(getattr(config, k, None), int)),
+            None,
+        )
+        params = inspect.signature(model.forward).parameters
+        self._keep_kw = next((k for k in ("logits_to_keep", "num_logits_to_keep") if k in params), None)
+        self._fast = _LlamaDecoder(model) if fast_path and _LlamaDecoder.supports(model) else None
+        self._pool = _Pool()
+        self._pieces: list[str] | None = None
+        self._stop_tables: dict[tuple[str, ...], torch.Tensor] = {}
+
+    # -- the Engine protocol -------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def free_buffers(self) -> None:
+        """Drop the cache buffers kept for reuse between calls."""
+        self._pool.clear()
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._encode([text])[0])
+
+    def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
+        if isinstance(prompts, str):
+            raise PonderError("generate takes a list of prompts, not a single string")
+        prompts = list(prompts)
+        if not prompts:
+            return []
+        for p in prompts:
+            if not isinstance(p, str):
+                raise PonderError(f"prompts must be strings, got {type(p).__name__}")
+        stops = tuple(s for s in params.stop if s)
+        distinct = list(dict.fromkeys(prompts))
+        ids = dict(zip(distinct, self._encode(distinct)))
+        for p in distinct:
+            self._check_length(len(ids[p]), params.max_tokens)
+        self.stats.calls += 1
+        self.stats.prompt_tokens += sum(len(ids[p]) for p in prompts)
+        if params.max_tokens == 0:
+            self.stats.per_call.append(0)
+            return [[Completion("", [], "length", len(ids[p]), logprobs=[] if params.logprobs else None)
+                     for _ in range(params.n)] for p in prompts]
+
+        results: list[list[Completion | None]] = [[None] * params.n for _ in prompts]
+        rows = [(i, j) for i in range(len(prompts)) for j in range(params.n)]
+        chunks = [rows[k : k + self.max_batch] for k in range(0, len(rows), self.max_batch)]
+        generator = self._generator(params)
+        model = self.model
+        was_training = model.training
+        model.eval()
+        generated = 0
+        try:
+            with torch.inference_mode():
+                store: dict[str, _Prefix] = {}
+                for c, chunk in enumerate(chunks):
+                    keys = list(dict.fromkeys(prompts[i] for i, _ in chunk))
+                    out = self._run_chunk(chunk, prompts, ids, keys, store, params, stops, generator)
+                    for (i, j), comp in zip(chunk, out):
+                        results[i][j] = comp
+                        generated += comp.num_tokens
+                    later = {prompts[i] for ch in chunks[c + 1 :] for i, _ in ch}
+                    for k in list(store):
+                        if k not in later:
+                            del store[k]
+        finally:
+            model.train(was_training)
+        self.stats.generated_tokens += generated
+        self.stats.per_call.append(generated)
+        return results  # type: ignore[return-value]
+
+    # -- pieces ----------------------------------------------------------------
+
+    def _encode(self, texts: Sequence[str]) -> list[list[int]]:
+        enc = self.tokenizer(list(texts), add_special_tokens=self.add_special_tokens)
+        return [list(x) for x in enc["input_ids"]]
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    def _check_length(self, n_prompt: int, max_tokens: int) -> None:
+        if n_prompt == 0:
+            raise PonderError("prompt is empty after tokenization; the model needs at least one token")
+        if self.max_positions is not None and n_prompt + max_tokens > self.max_positions:
+            raise PonderError(
+                f"prompt of {n_prompt} tokens plus max_tokens={max_tokens} exceeds the model's context of "
+                f"{self.max_positions} positions; shorten the prompt or lower max_tokens "
+                f"(at most {max(0, self.max_positions - max_tokens)} prompt tokens)"
+            )
+
+    def _generator(self, params: SamplingParams) -> torch.Generator | None:
+        if params.temperature == 0:
+            return None
+        g = torch.Generator(device=self.device)
+        if params.seed is None:
+            g.seed()
+        else:
+            g.manual_seed(int(params.seed))
+        return g
+
+    def _forward(self, input_ids, attention_mask, position_ids, cache):
+        kw = {self._keep_kw: 1} if self._keep_kw else {}
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         past_key_values=cache, use_cache=True, **kw)
+        return out.logits[:, -1].float()
+
+    def _prefill(self, token_lists: list[list[int]]):
+        """One batched forward over left-padded prompts: (cache, last logits [P, V], padded length)."""
+        dev = self.device
+        width = max(len(t) for t in token_lists)
+        pad = self.tokenizer.pad_token_id
+        pad = 0 if pad is None else pad
+        input_ids = torch.full((len(token_lists), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(token_lists), width), dtype=torch.long)
+        for r, t in enumerate(token_lists):
+            input_ids[r, width - len(t) :] = torch.tensor(t, dtype=torch.long)
+            mask[r, width - len(t) :] = 1
+        input_ids, mask = input_ids.to(dev), mask.to(dev)
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        logits = self._forward(input_ids, mask, position_ids, cache)
+        return cache, logits, width
+
+    def _run_chunk(self, chunk, prompts, ids, keys, store, params, stops, generator) -> list[Completion]:
+        dev = self.device
+        rows_prompt = [prompts[i] for i, _ in chunk]
+        lengths = [len(ids[p]) for p in rows_prompt]
+        B, Lp = len(chunk), max(lengths)
+        limit = Lp + params.max_tokens
+
+        missing = [k for k in keys if k not in store]
+        cache = None
+        if missing:
+            pcache, plogits, width = self._prefill([ids[k] for k in missing])
+            if all(type(layer) is DynamicLayer for layer in pcache.layers):
+                for r, k in enumerate(missing):
+                    n = len(ids[k])
+                    store[k] = _Prefix(
+                        keys=[layer.keys[r, :, width - n :] for layer in pcache.layers],
+                        values=[layer.values[r, :, width - n :] for layer in pcache.layers],
+                        logits=plogits[r], length=n)
+            else:
+                # Not plain full attention (sliding windows, linear attention): decode with the
+                # model's own cache, expanded per row. Nothing is stored, so missing == keys.
+                pos_of = {k: r for r, k in enumerate(keys)}
+                sel = torch.tensor([pos_of[p] for p in rows_prompt], device=dev)
+                pcache.batch_select_indices(sel)
+                cache, logits, Lp = pcache, plogits.index_select(0, sel), width
+        T = params.max_tokens
+        # attention mask over the whole future: pads 0, every generated position 1
+        mask = torch.ones((B, Lp + T), dtype=torch.long, device=dev)
+        for r, n in enumerate(lengths):
+            if n < Lp:
+                mask[r, : Lp - n] = 0
+        rows = {"mask": mask, "pos": torch.tensor(lengths, dtype=torch.long, device=dev)}
+        if cache is None and self._fast is not None:
+            spans = _spans(rows_prompt)
+            first = store[rows_prompt[0]]
+            dtype = first.keys[0].dtype
+            state = _PrefixState(self._pool, [store[p] for p, _, _ in spans], [r1 - r0 for _, r0, r1 in spans],
+                                 Lp, T, dtype, dev)
+            self._fast.prepare(limit, dev, dtype)
+            logits = torch.stack([store[p].logits for p in rows_prompt])
+            fast = self._fast
+
+            def step(tok, rows, cur):
+                return fast.step(tok, rows["pos"], state)
+
+            return self._decode_loop(state, logits, rows, step, Lp, lengths, params, stops, generator)
+        if cache is None:
+            cache, logits = self._assemble(rows_prompt, lengths, store, Lp, limit, T)
+
+        def step(tok, rows, cur):
+            return self._forward(tok[:, None], rows["mask"][:, : cur + 1], rows["pos"][:, None], cache)
+
+        return self._decode_loop(cache, logits, rows, step, Lp, lengths, params, stops, generator)
+
+    def _assemble(self, rows_prompt, lengths, store, Lp, limit, max_tokens):
+        """A slab cache for the chunk: each prompt's prefill copied (broadcast) to its rows."""
+        B = len(rows_prompt)
+        first = store[rows_prompt[0]]
+        capacity = _grow(Lp, Lp + 1, limit)
+        spans = _spans(rows_prompt)
+        pad = Lp - min(lengths)
+        layers = []
+        for li in range(len(first.keys)):
+            h, _, d = first.keys[li].shape
+            layer = _SlabLayer(self._pool, (li,), B, h, capacity, d, Lp, limit,
+                               first.keys[li].dtype, first.keys[li].device)
+            for buf, which in ((layer.kbuf, "keys"), (layer.vbuf, "values")):
+                buf[:, :, Lp:].zero_()  # unused slots: masked, but must be finite
+                if pad:
+                    buf[:, :, :pad].zero_()  # pad slots, likewise
+                for p, r0, r1 in spans:
+                    pre = store[p]
+                    buf[r0:r1, :, Lp - pre.length : Lp] = getattr(pre, which)[li].unsqueeze(0)
+            layers.append(layer)
+        logits = torch.stack([store[p].logits for p in rows_prompt])
+        return Cache(layers=layers), logits
+
+    # -- the decode loop -------------------------------------------------------
+
+    def _decode_loop(self, cache, logits, rows, step_fn, Lp, lengths, params, stops, generator) -> list[Completion]:
+        """Sample, feed, repeat. `rows` holds per-row tensors that are compacted with the cache;
+        `step_fn(tok, rows, cur)` returns the next logits, `cur` being the cache length before the token."""
+        dev = logits.device
+        B, T = logits.shape[0], params.max_tokens
+        tokens = torch.zeros((B, T), dtype=torch.long, device=dev)
+        lps = torch.zeros((B, T), dtype=torch.float32, device=dev) if params.logprobs else None
+        alive = torch.arange(B, device=dev)  # chunk row of each batch row
+        alive_cpu = list(range(B))
+        dead = [False] * B  # per batch row: finished, waiting for compaction
+        n_dead, since = 0, 0
+        end = [T] * B
+        reason: list[str] = ["length"] * B
+        stop_of: list[str | None] = [None] * B
+        eos_list = self.eos_token_ids
+        eos = torch.tensor(eos_list, dtype=torch.long, device=dev)
+        cand_table = self._stop_table(stops, logits.shape[-1], dev) if stops else None
+        window = max((len(s) for s in stops), default=0) + 4
+
+        for step in range(T):
+            tok, lp = _sample(logits, params.temperature, params.top_p, generator, params.logprobs)
+            tokens[alive, step] = tok
+            if lps is not None:
+                lps[alive, step] = lp
+            flag = None
+            if eos_list:
+                flag = tok == eos[0] if len(eos_list) == 1 else torch.isin(tok, eos)
+            if cand_table is not None:
+                c = cand_table[tok]
+                flag = c if flag is None else flag | c
+            if flag is not None and bool(flag.any()):
+                hit = flag.nonzero().flatten().tolist()
+                hit_tok = tok[hit].tolist()
+                for b, t in zip(hit, hit_tok):
+                    if dead[b]:
+                        continue
+                    r = alive_cpu[b]
+                    if t in eos_list:
+                        end[r], reason[r] = step + 1, "eos"
+                    else:
+                        tail = tokens[r, max(0, step + 1 - window) : step + 1].tolist()
+                        text = self._decode(tail)
+                        s = next((s for s in stops if s in text), None)
+                        if s is None:
+                            continue
+                        end[r], reason[r], stop_of[r] = step + 1, "stop", s
+                    dead[b] = True
+                    n_dead += 1
+            if step == T - 1 or n_dead == len(alive_cpu):
+                break
+            since += 1
+            if n_dead and (since >= self.compact_every or 4 * n_dead >= len(alive_cpu)):
+                keep = [b for b in range(len(alive_cpu)) if not dead[b]]
+                keep_t = torch.tensor(keep, dtype=torch.long, device=dev)
+                cache.batch_select_indices(keep_t)
+                alive, tok = alive[keep_t], tok[keep_t]
+                rows = {k: v[keep_t] for k, v in rows.items()}
+                alive_cpu = [alive_cpu[b] for b in keep]
+                dead = [False] * len(keep)
+                n_dead, since = 0, 0
+            logits = step_fn(tok, rows, Lp + step)
+            rows["pos"] = rows["pos"] + 1
+
+        tok_cpu = tokens.cpu()
+        lp_cpu = lps.cpu() if lps is not None else None
+        out = []
+        for r in range(B):
+            ids = tok_cpu[r, : end[r]].tolist()
+            text = self._decode(ids)
+            if reason[r] == "stop":
+                text, stop_of[r] = _cut_at_stop(text, stops, stop_of[r])
+            out.append(Completion(
+                text=text, token_ids=ids, finish_reason=reason[r], prompt_tokens=lengths[r],
+                stop_reason=stop_of[r],
+                logprobs=lp_cpu[r, : end[r]].tolist() if lp_cpu is not None else None,
+            ))
+        return out
+
+    def _stop_table(self, stops: tuple[str, ...], vocab: int, dev) -> torch.Tensor:
+        """Which tokens could complete a stop string: their text holds a stop's last character."""
+        table = self._stop_tables.get(stops)
+        if table is not None and table.shape[0] == vocab and table.device == dev:
+            return table
+        pieces = self._vocab_pieces()
+        lasts = {s[-1] for s in stops}
+        flags = [True] * vocab
+        for i in range(min(vocab, len(pieces))):
+            p = pieces[i]
+            flags[i] = (not p) or ("\ufffd" in p) or any(ch in p for ch in lasts)
+        table = torch.tensor(flags, dtype=torch.bool, device=dev)
+        self._stop_tables[stops] = table
+        return table
+
+    def _vocab_pieces(self) -> list[str]:
+        """The text each token adds when it follows an ordinary token (keeps leading spaces)."""
+        if self._pieces is None:
+            n = len(self.tokenizer)
+            anchor = self.tokenizer.encode("a", add_special_tokens=False)
+            if len(anchor) == 1:
+                base = self._decode(anchor)
+                texts = self.tokenizer.batch_decode([[anchor[0], i] for i in range(n)], skip_special_tokens=False,
+                                                    clean_up_tokenization_spaces=False)
+                self._pieces = [t[len(base):] if t.startswith(base) else t for t in texts]
+            else:
+                self._pieces = self.tokenizer.batch_decode([[i] for i in range(n)], skip_special_tokens=False,
+                                                           clean_up_tokenization_spaces=False)
+        return self._pieces
+
+
+def _spans(rows_prompt: list[str]) -> list[tuple[str, int, int]]:
+    """(prompt, first row, end row) for each run of rows with the same prompt."""
+    spans: list[tuple[str, int, int]] = []
+    for r, p in enumerate(rows_prompt):
+        if spans and spans[-1][0] == p:
+            spans[-1] = (p, spans[-1][1], r + 1)
+        else:
+            spans.append((p, r, r + 1))
+    return spans
+
+
+def _cut_at_stop(text: str, stops: tuple[str, ...], found: str | None) -> tuple[str, str | None]:
+    """Cut after the stop string that ends first (the first listed on a tie)."""
+    best = None
+    for s in stops:
+        i = text.find(s)
+        if i >= 0 and (best is None or i + len(s) < best[0]):
+            best = (i + len(s), s)
+    if best is None:
+        return text, found
+    return text[: best[0]], best[1]
+
+
+def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator, want_logprobs: bool):
+    """Next tokens [B] and, if asked, their log-probabilities under the temperature-scaled distribution.
+
+    Greedy (temperature 0) reports log-probabilities under the unscaled distribution.
+    """
+    if temperature == 0:
+        tok = logits.argmax(-1)
+        lp = None
+        if want_logprobs:
+            lp = torch.log_softmax(logits, -1).gather(-1, tok[:, None]).squeeze(-1)
+        return tok, lp
+    logp = torch.log_softmax(logits / temperature, -1)
+    # Gumbel-max: argmax(logp - log E), E = -log U ~ Exp(1), is a draw from softmax(logp)
+    u = torch.rand(logp.shape, generator=generator, device=logp.device, dtype=logp.dtype)
+    noise = u.log_().neg_().log_()
+    if top_p < 1.0:
+        sorted_lp, order = logp.sort(-1, descending=True)
+        probs = sorted_lp.exp()
+        before = probs.cumsum(-1) - probs  # mass of strictly better tokens
+        noise = noise.gather(-1, order)
+        pick = (sorted_lp.masked_fill(before >= top_p, float("-inf")) - noise).argmax(-1, keepdim=True)
+        tok = order.gather(-1, pick).squeeze(-1)
+    else:
+        tok = (logp - noise).argmax(-1)
+    lp = logp.gather(-1, tok[:, None]).squeeze(-1) if want_logprobs else None
+    return tok, lp

@@ -1,0 +1,61 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ponder.cli import main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ponder", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["ask", ""], "question is empty"),
+    (["ask", "   "], "question is empty"),
+    (["ask", "Qué es 2 + 2?", "--model", "{micro}"], "'é'"),
+    (["ask", "What is 1 + 2?", "--model", "/no/such/model"], "does not exist"),
+    (["eval", "--task", "add", "--level", "2", "-n", "-5", "--model", "{micro}"], "-n must be a positive"),
+    (["eval", "--task", "nosuch", "--level", "1", "--model", "{micro}"], "unknown task"),
+    (["eval", "--task", "add", "--level", "99", "--model", "{micro}"], "levels 1..10"),
+    (["train", "sft", "--config", "/no/such.yaml"], "config file does not exist"),
+    (["plot", "/no/such/run"], "no metrics.jsonl"),
+])
+def test_bad_input_gives_one_line_error_and_nonzero_exit(args, message, micro_dir, capsys):
+    args = [a.replace("{micro}", str(micro_dir)) for a in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ponder: error:") and message in err
+    assert len(err.splitlines()) == 1
+
+
+def test_ask_json_reports_answer_and_usage_from_real_tokens(micro_dir, capsys):
+    assert main(["ask", "What is 2 + 3?", "--model", str(micro_dir), "--json", "--max-tokens", "12"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) >= {"answer", "reasoning", "usage"}
+    assert out["reasoning"] is None  # hidden unless asked for
+    u = out["usage"]
+    assert 0 < u["completion_tokens"] <= 12 and u["reasoning_tokens"] <= u["completion_tokens"]
+    assert u["prompt_tokens"] == 3 + len("What is 2 + 3?")  # <|user|>, <|assistant|>, <think> + one per char
+
+
+def test_ask_shows_reasoning_only_when_asked(micro_dir, capsys):
+    main(["ask", "What is 2 + 3?", "--model", str(micro_dir), "--max-tokens", "8"])
+    hidden = capsys.readouterr().out
+    assert "reasoning ---" not in hidden and "reasoning tokens" in hidden
+    main(["ask", "What is 2 + 3?", "--model", str(micro_dir), "--max-tokens", "8", "--show-reasoning"])
+    assert "--- reasoning ---" in capsys.readouterr().out
+
+
+def test_eval_json_counts_problems_and_tokens(micro_dir, capsys):
+    assert main(["eval", "--task", "modadd", "--level", "1", "-n", "5", "--model", str(micro_dir), "--json",
+                 "--max-tokens", "10"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n"] == 5 and 0.0 <= out["accuracy"] <= 1.0
+    assert 0 < out["completion_tokens_per_question"] <= 10
+
+
+def test_console_script_module_entry_point_reports_errors(micro_dir):
+    proc = run_cli("ask", "", "--model", str(micro_dir))
+    assert proc.returncode == 2 and proc.stderr.startswith("ponder: error:") and "Traceback" not in proc.stderr
