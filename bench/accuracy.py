@@ -34,7 +34,8 @@ HARDER = {"add": [9, 10], "mul": [6], "countdown": [4], "s5": [5], "modadd": [5]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", action="append", required=True, help="NAME=PATH (PATH may be built-in)")
+    ap.add_argument("--model", action="append", help="NAME=PATH (PATH may be built-in)")
+    ap.add_argument("--table", nargs="+", metavar="JSON", help="only print one table merged from earlier --out files")
     ap.add_argument("-n", type=int, default=200, help="held-out problems per family and level")
     ap.add_argument("--families", default=",".join(SHIPPED))
     ap.add_argument("--harder", action="store_true", help="also evaluate one level past training")
@@ -42,6 +43,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default="bench/results/accuracy.json")
     args = ap.parse_args()
+    if args.table:
+        results = [r for f in args.table for r in json.loads(Path(f).read_text())["results"]]
+        print(markdown(results, list(dict.fromkeys(r["model"] for r in results))))
+        return
+    if not args.model:
+        ap.error("--model NAME=PATH is required unless --table is given")
     if args.threads:
         torch.set_num_threads(args.threads)
     models = dict(m.split("=", 1) for m in args.model)

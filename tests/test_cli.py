@@ -49,7 +49,7 @@ def test_ask_shows_reasoning_only_when_asked(micro_dir, capsys):
 
 
 def test_eval_json_counts_problems_and_tokens(micro_dir, capsys):
-    assert main(["eval", "--task", "modadd", "--level", "1", "-n", "5", "--model", str(micro_dir), "--json",
+    assert main(["eval", "--task", "modadd", "--level", "3", "-n", "5", "--model", str(micro_dir), "--json",
                  "--max-tokens", "10"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["n"] == 5 and 0.0 <= out["accuracy"] <= 1.0

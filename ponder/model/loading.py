@@ -7,6 +7,9 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
+
+hf_logging.disable_progress_bar()  # keep stderr for ponder's own one-line messages
 
 from ponder import PonderError
 from ponder.model.chat import ChatFormat

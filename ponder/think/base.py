@@ -75,6 +75,16 @@ class Strategy(ABC):
     def solve(self, question: str) -> Thought:
         return self.solve_batch([question])[0]
 
+    def max_new_tokens(self, prompts: list[str]) -> int:
+        """The per-chain cap, lowered so the longest prompt still fits the engine's context."""
+        limit = getattr(self.engine, "max_positions", None)
+        if not limit:
+            return self.max_tokens
+        room = limit - max(self.engine.count_tokens(p) for p in prompts)
+        if room < 1:
+            raise PonderError(f"the question is too long: the prompt fills the model's {limit}-token context")
+        return min(self.max_tokens, room)
+
     @abstractmethod
     def solve_batch(self, questions: list[str]) -> list[Thought]:
         """Several questions at once, so an engine can batch them."""

@@ -18,7 +18,7 @@ class ChainOfThought(Strategy):
 
     def solve_batch(self, questions: list[str]) -> list[Thought]:
         prompts = [self.chat.prompt(q) for q in questions]
-        params = SamplingParams(n=1, temperature=self.temperature, max_tokens=self.max_tokens, seed=self.seed)
+        params = SamplingParams(n=1, temperature=self.temperature, max_tokens=self.max_new_tokens(prompts), seed=self.seed)
         out = []
         for group in self.engine.generate(prompts, params):
             c = group[0]
@@ -40,7 +40,7 @@ class MajorityVote(Strategy):
 
     def solve_batch(self, questions: list[str]) -> list[Thought]:
         prompts = [self.chat.prompt(q) for q in questions]
-        params = SamplingParams(n=self.n, temperature=self.temperature, max_tokens=self.max_tokens, seed=self.seed)
+        params = SamplingParams(n=self.n, temperature=self.temperature, max_tokens=self.max_new_tokens(prompts), seed=self.seed)
         return [self._vote(group) for group in self.engine.generate(prompts, params)]
 
     def _vote(self, group) -> Thought:
