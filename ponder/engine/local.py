@@ -299,7 +299,6 @@ class _LlamaDecoder:
         F = torch.nn.functional
         B = tok.shape[0]
         H, Hkv, D = self.n_heads, self.n_kv, self.head_dim
-        g = H // Hkv
         _, cos_t, sin_t = self._rope_cache
         cos = cos_t.index_select(0, pos)[:, None, :]
         sin = sin_t.index_select(0, pos)[:, None, :]

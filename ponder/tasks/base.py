@@ -74,3 +74,16 @@ def last_int(text: str) -> str | None:
     """The last integer in text, the usual way to read a numeric answer."""
     found = _INT.findall(text)
     return found[-1].lstrip("+") if found else None
+
+
+class IntegerAnswer:
+    """Mixin for families whose answer is a whole number: the last integer in the text, compared by value."""
+
+    def extract(self, text: str) -> str | None:
+        return last_int(text)
+
+    def normalize(self, answer: str) -> str:
+        try:
+            return str(int(answer.strip()))
+        except ValueError:
+            return answer.strip()

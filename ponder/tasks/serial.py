@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from ponder import PonderError
 from ponder.tasks import register
-from ponder.tasks.base import Problem, Task, last_int
+from ponder.tasks.base import IntegerAnswer, Problem, Task
 
 
 def _check_length(task: str, length: int, limit: int | None = None) -> int:
@@ -126,7 +126,7 @@ class S5(_SerialTask):
 
 
 @register
-class ModAdd(_SerialTask):
+class ModAdd(IntegerAnswer, _SerialTask):
     """`What is 3 + 5 + 6 + 1 mod 7?` with a running-sum trace.
 
     Trace: the first term alone, then `{prev}+{x}={new}` for every later term.
@@ -165,21 +165,12 @@ class ModAdd(_SerialTask):
         _check_length(self.name, length)
         return self.make([rng.randrange(self.modulus) for _ in range(length)])
 
-    def extract(self, text: str) -> str | None:
-        return last_int(text)
-
-    def normalize(self, answer: str) -> str:
-        try:
-            return str(int(answer.strip()))
-        except ValueError:
-            return answer.strip()
-
 
 # -------------------------------------------------------------------------- isq
 
 
 @register
-class ISq(_SerialTask):
+class ISq(IntegerAnswer, _SerialTask):
     """`What is 3^(2^5) mod 97?`: square n times, reducing mod m each time.
 
     Trace: `{x}^2={y}` with y = x*x mod m, one line per squaring, from the base.
@@ -233,15 +224,6 @@ class ISq(_SerialTask):
         _check_length(self.name, length)
         m = self.moduli[0] if len(self.moduli) == 1 else rng.choice(self.moduli)
         return self.make(rng.randrange(2, m - 1), length, modulus=m)
-
-    def extract(self, text: str) -> str | None:
-        return last_int(text)
-
-    def normalize(self, answer: str) -> str:
-        try:
-            return str(int(answer.strip()))
-        except ValueError:
-            return answer.strip()
 
 
 # -------------------------------------------------------------------------- cvp
