@@ -212,6 +212,22 @@ def test_registered_with_levels():
             assert str(LENGTHS[name][level - 1]) in task.describe_level(level)
 
 
+def test_levels_cover_every_length():
+    """Training on the levels must reach every length up to the top bound, e.g. 3 permutations, not only 2 and 4."""
+    for name, task in TASKS.items():
+        seen: dict[int, set[int]] = {}
+        rng = random.Random(0)
+        for level in range(1, task.max_level + 1):
+            for _ in range(400):
+                p = task.sample(rng, level)
+                seen.setdefault(level, set()).add(len(p.steps))
+                assert p.level == level
+        covered = set().union(*seen.values())
+        assert covered == set(range(2, task.lengths[-1] + 1)), name
+        for level in range(2, task.max_level + 1):
+            assert min(seen[level]) == task.lengths[level - 2] + 1
+
+
 def test_worked_examples():
     p = S5().make(["21345", "13254", "54321"])
     assert p.question == "Compose: 21345 13254 54321"
@@ -245,8 +261,9 @@ def test_levels_answers_and_traces(name, seed, data):
     level = data.draw(st.integers(1, task.max_level))
     problem = task.sample(random.Random(seed), level)
     assert problem.family == name and problem.level == level
-    assert LENGTH[name](problem.question) == LENGTHS[name][level - 1]
-    assert len(problem.steps) == LENGTHS[name][level - 1]  # one line per input item
+    low, high = task.length_range(level)
+    assert low <= LENGTH[name](problem.question) <= high == LENGTHS[name][level - 1]
+    assert len(problem.steps) == LENGTH[name](problem.question)  # one line per input item
     assert problem.answer == SOLVE[name](problem.question)
     assert REPLAY[name](problem.question, problem.steps) == problem.answer
     for text in (problem.question, problem.answer, *problem.steps):
@@ -352,7 +369,7 @@ def test_isq_trace_does_not_collapse_into_a_short_cycle():
     # Under 97 every base reaches a cycle of length <= 2 within 5 squarings; 59 keeps 28 values.
     task = ISq(59)
     for s in range(100):
-        p = task.sample(random.Random(s), 5)
+        p = task.sample_length(random.Random(s), 32)
         values = [int(line.split("=")[1]) for line in p.steps]
         assert len(set(values)) == 28, p.question
         assert 2 <= isq_parse(p.question)[0] <= 57

@@ -13,7 +13,8 @@ them with and without the trace.
 
 Every family has `sample_length(rng, length)`, which draws a problem with an
 exact input length (permutations, terms, squarings, gates), and `lengths`,
-the length of each level. The reference trace always has exactly `length`
+the longest input of each level (a level covers every length above the level
+below it, so no length is left out of training). The reference trace always has exactly `length`
 lines, one per input item, and each line follows from the line before it
 plus one lookup in the question. `make(...)` builds the problem for given
 inputs, which is how tests pin worked examples down.
@@ -56,14 +57,24 @@ class _SerialTask(Task):
                 return level
         return self.max_level
 
+    def length_range(self, level: int) -> tuple[int, int]:
+        """The lengths a level covers: every length above the level below it, up to its own bound.
+
+        Level 1 starts at two items: a single item has nothing to combine.
+        """
+        high = self.length_of_level(level)
+        low = self.lengths[level - 2] + 1 if level > 1 else min(2, high)
+        return low, high
+
     def _sample(self, rng: random.Random, level: int) -> Problem:
-        return self.sample_length(rng, self.length_of_level(level))
+        return self.sample_length(rng, rng.randint(*self.length_range(level)))
 
     def sample_length(self, rng: random.Random, length: int) -> Problem:  # pragma: no cover
         raise NotImplementedError
 
     def describe_level(self, level: int) -> str:
-        return f"{self.length_of_level(level)} {self.unit}"
+        low, high = self.length_range(level)
+        return f"{low}-{high} {self.unit}"
 
 
 # --------------------------------------------------------------------------- s5
