@@ -1,4 +1,4 @@
-"""The `ponder` command: ask, eval, train, plot, sample, demo."""
+"""The `ponder` command: ask, eval, serve, train, plot, sample, demo."""
 
 from __future__ import annotations
 
@@ -127,6 +127,45 @@ def cmd_demo(args) -> None:
         print()
 
 
+def cmd_serve(args) -> None:
+    import logging
+    from pathlib import Path
+
+    import uvicorn
+
+    from ponder.serve import ServeConfig, build_app
+
+    if not 0 < args.port < 65536:
+        raise PonderError(f"--port must be in 1..65535, got {args.port}")
+    if args.upstream:
+        from ponder.engine.remote import RemoteEngine
+        from ponder.model.chat import ChatFormat
+
+        if not args.upstream_model:
+            raise PonderError("--upstream needs --upstream-model NAME (the model the upstream server serves)")
+        tokenizer, chat = None, ChatFormat()
+        if args.tokenizer:
+            from transformers import AutoTokenizer
+
+            if not Path(args.tokenizer).is_dir():
+                raise PonderError(f"--tokenizer {args.tokenizer!r} is not a directory")
+            tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+            chat = ChatFormat.for_tokenizer(tokenizer)
+        engine = RemoteEngine(args.upstream, args.upstream_model, api_key=args.upstream_key, tokenizer=tokenizer)
+        name = args.served_model_name or args.upstream_model
+    else:
+        engine, tokenizer, chat = _load(args.model)
+        name = args.served_model_name or ("ponder-tiny" if args.model == "built-in" else Path(args.model).name)
+    cfg = ServeConfig(model_name=name, api_keys=tuple(args.api_key), expose_reasoning=args.expose_reasoning,
+                      max_batch=args.max_batch, max_queue=args.max_queue, request_timeout=args.timeout)
+    app = build_app(engine, chat, cfg, tokenizer=tokenizer, max_tokens=args.max_tokens)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if not cfg.api_keys:
+        logging.getLogger("ponder.serve").warning("no --api-key given: anyone who can reach %s:%d may use the server",
+                                                  args.host, args.port)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ponder", description="A language model that thinks before it speaks.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -169,6 +208,24 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("-n", type=int, default=3)
     sm.add_argument("--seed", type=int, default=0)
     sm.set_defaults(func=cmd_sample)
+
+    sv = sub.add_parser("serve", help="serve the OpenAI chat-completions API (o1 semantics)")
+    sv.add_argument("--model", default="built-in", help="built-in, or a Hugging Face model directory")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--api-key", action="append", default=[], help="accepted bearer key (repeatable); none = open")
+    sv.add_argument("--expose-reasoning", action="store_true",
+                    help="return reasoning_content to requests that set include_reasoning")
+    sv.add_argument("--served-model-name", help="the model id clients send (default: from --model)")
+    sv.add_argument("--max-batch", type=int, default=32, help="choices solved together in one engine call")
+    sv.add_argument("--max-queue", type=int, default=256, help="waiting choices before 429")
+    sv.add_argument("--timeout", type=float, default=600.0, help="seconds a request may take")
+    sv.add_argument("--max-tokens", type=int, default=768, help="cap on generated tokens per chain")
+    sv.add_argument("--upstream", help="base URL of an OpenAI-compatible server to think with, e.g. http://host:8001/v1")
+    sv.add_argument("--upstream-model", help="model name on the upstream server")
+    sv.add_argument("--upstream-key", help="API key for the upstream server")
+    sv.add_argument("--tokenizer", help="local tokenizer directory of the upstream model (chat template, counts)")
+    sv.set_defaults(func=cmd_serve)
 
     d = sub.add_parser("demo", help="ask the built-in model a few questions at each effort level")
     d.add_argument("--model", default="built-in")

@@ -251,7 +251,8 @@ def test_fast_path_samples_like_the_models_own_forward(model, tok):
 
 def test_capabilities_and_stats(model, tok):
     eng = LocalEngine(model, tok)
-    assert eng.capabilities == Capabilities(n=True, stop_strings=True, logprobs=True, prefix_continuation=True)
+    assert eng.capabilities == Capabilities(n=True, stop_strings=True, logprobs=True, prefix_continuation=True,
+                                                streaming=True)
     out = eng.generate(PROMPTS[:2], SamplingParams(n=2, max_tokens=5, seed=0))
     generated = sum(c.num_tokens for cs in out for c in cs)
     assert eng.stats.calls == 1
@@ -299,3 +300,38 @@ def test_other_architectures_match_hf_greedy(tok, kind):
     for prompt, cs in zip(PROMPTS, out):
         ref = _hf_greedy(model, tok, prompt, 16)
         assert all(c.token_ids == ref for c in cs), prompt
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_on_step_streams_exactly_the_completion_text(model, tok, fast_path):
+    """A server streams what the listener hears; joined, it must be the completion, token for token."""
+    eng = LocalEngine(model, tok, max_batch=3, fast_path=fast_path)
+    heard: dict[tuple[int, int], list[str]] = {}
+
+    def on_step(rows, deltas):
+        assert len(rows) == len(deltas) == len(set(rows))
+        for row, text in zip(rows, deltas):
+            heard.setdefault(row, []).append(text)
+
+    params = SamplingParams(n=2, max_tokens=12, seed=3, stop=("\n",))
+    out = eng.generate(PROMPTS[:3], params, on_step=on_step)
+    plain = LocalEngine(model, tok, max_batch=3, fast_path=fast_path).generate(PROMPTS[:3], params)
+    for i, group in enumerate(out):
+        for j, c in enumerate(group):
+            assert "".join(heard[(i, j)]) == c.text == plain[i][j].text
+            assert len(heard[(i, j)]) == c.num_tokens
+
+
+def test_on_step_aborts_only_the_prompts_it_names(model, tok):
+    eng = LocalEngine(model, tok)
+    steps = {"n": 0}
+
+    def on_step(rows, deltas):
+        steps["n"] += 1
+        return [1] if steps["n"] >= 3 else None
+
+    out = eng.generate(PROMPTS[:2], SamplingParams(n=2, max_tokens=20, temperature=0), on_step=on_step)
+    assert [c.finish_reason for c in out[1]] == ["abort", "abort"]
+    assert all(c.num_tokens == 3 for c in out[1])
+    full = eng.generate(PROMPTS[:1], SamplingParams(n=1, max_tokens=20, temperature=0))[0][0]
+    assert out[0][0].text == full.text and out[0][0].finish_reason == full.finish_reason

@@ -8,11 +8,16 @@ degrade where something is missing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Callable, Iterable, Literal, Protocol
 
 from ponder import PonderError
 
-FinishReason = Literal["stop", "length", "eos"]
+FinishReason = Literal["stop", "length", "eos", "abort"]
+
+# Called once per decode step with the (prompt index, sample index) of every live
+# sequence and the text its new token added; returns the prompt indices whose
+# sequences should end now (finish_reason "abort"), e.g. because a client left.
+StepListener = Callable[[list[tuple[int, int]], list[str]], "Iterable[int] | None"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,7 @@ class SamplingParams:
 class Completion:
     text: str  # generated text; a matched stop string is included at its end
     token_ids: list[int]
-    finish_reason: FinishReason  # stop: a stop string; eos: end token; length: max_tokens
+    finish_reason: FinishReason  # stop: a stop string; eos: end token; length: max_tokens; abort: a listener ended it
     prompt_tokens: int
     stop_reason: str | None = None  # the stop string that ended it
     logprobs: list[float] | None = None
@@ -56,13 +61,15 @@ class Capabilities:
     stop_strings: bool = True
     logprobs: bool = True
     prefix_continuation: bool = True  # a prompt may end inside the assistant's turn
+    streaming: bool = False  # generate() takes an `on_step` listener
 
 
 class Engine(Protocol):
     capabilities: Capabilities
 
-    def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
-        """`n` completions for each prompt, in prompt order."""
+    def generate(self, prompts: list[str], params: SamplingParams,
+                 on_step: StepListener | None = None) -> list[list[Completion]]:
+        """`n` completions for each prompt, in prompt order; `on_step` only where capabilities.streaming."""
         ...
 
     def count_tokens(self, text: str) -> int: ...

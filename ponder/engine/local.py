@@ -51,7 +51,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import Cache, DynamicLayer
 
 from ponder import PonderError
-from ponder.engine.base import Capabilities, Completion, EngineStats, SamplingParams
+from ponder.engine.base import Capabilities, Completion, EngineStats, SamplingParams, StepListener
 from ponder.engine.fused import LlamaDecoder, Prefix, PrefixState
 from ponder.engine.kvcache import Pool, SlabLayer, grow
 
@@ -71,7 +71,7 @@ class LocalEngine:
     prefill and every other model go through the model's own forward).
     """
 
-    capabilities = Capabilities(n=True, stop_strings=True, logprobs=True, prefix_continuation=True)
+    capabilities = Capabilities(n=True, stop_strings=True, logprobs=True, prefix_continuation=True, streaming=True)
 
     def __init__(
         self,
@@ -129,7 +129,9 @@ class LocalEngine:
     def count_tokens(self, text: str) -> int:
         return len(self._encode([text])[0])
 
-    def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
+    def generate(self, prompts: list[str], params: SamplingParams,
+                 on_step: StepListener | None = None) -> list[list[Completion]]:
+        """`n` completions per prompt. `on_step` sees each step's new tokens and may abort prompts."""
         if isinstance(prompts, str):
             raise PonderError("generate takes a list of prompts, not a single string")
         prompts = list(prompts)
@@ -164,7 +166,8 @@ class LocalEngine:
                 last_use = {prompts[i]: c for c, chunk in enumerate(chunks) for i, _ in chunk}
                 for c, chunk in enumerate(chunks):
                     keys = list(dict.fromkeys(prompts[i] for i, _ in chunk))
-                    out = self._run_chunk(chunk, prompts, ids, keys, store, params, stops, generator)
+                    emit = self._chunk_listener(chunk, on_step) if on_step is not None else None
+                    out = self._run_chunk(chunk, prompts, ids, keys, store, params, stops, generator, emit)
                     for (i, j), comp in zip(chunk, out):
                         results[i][j] = comp
                         generated += comp.num_tokens
@@ -228,7 +231,7 @@ class LocalEngine:
         logits = self._forward(input_ids, mask, position_ids, cache)
         return cache, logits, width
 
-    def _run_chunk(self, chunk, prompts, ids, keys, store, params, stops, generator) -> list[Completion]:
+    def _run_chunk(self, chunk, prompts, ids, keys, store, params, stops, generator, emit) -> list[Completion]:
         dev = self.device
         rows_prompt = [prompts[i] for i, _ in chunk]
         lengths = [len(ids[p]) for p in rows_prompt]
@@ -273,14 +276,14 @@ class LocalEngine:
             def step(tok, rows, cur):
                 return fast.step(tok, rows["pos"], state)
 
-            return self._decode_loop(state, logits, rows, step, Lp, lengths, params, stops, generator)
+            return self._decode_loop(state, logits, rows, step, Lp, lengths, params, stops, generator, emit)
         if cache is None:
             cache, logits = self._assemble(rows_prompt, lengths, store, Lp, limit, T)
 
         def step(tok, rows, cur):
             return self._forward(tok[:, None], rows["mask"][:, : cur + 1], rows["pos"][:, None], cache)
 
-        return self._decode_loop(cache, logits, rows, step, Lp, lengths, params, stops, generator)
+        return self._decode_loop(cache, logits, rows, step, Lp, lengths, params, stops, generator, emit)
 
     def _assemble(self, rows_prompt, lengths, store, Lp, limit, max_tokens):
         """A slab cache for the chunk: each prompt's prefill copied (broadcast) to its rows."""
@@ -306,9 +309,11 @@ class LocalEngine:
 
     # -- the decode loop -------------------------------------------------------
 
-    def _decode_loop(self, cache, logits, rows, step_fn, Lp, lengths, params, stops, generator) -> list[Completion]:
+    def _decode_loop(self, cache, logits, rows, step_fn, Lp, lengths, params, stops, generator,
+                     emit=None) -> list[Completion]:
         """Sample, feed, repeat. `rows` holds per-row tensors that are compacted with the cache;
-        `step_fn(tok, rows, cur)` returns the next logits, `cur` being the cache length before the token."""
+        `step_fn(tok, rows, cur)` returns the next logits, `cur` being the cache length before the token.
+        `emit(chunk_rows, tokens)` (streaming) returns the chunk rows to end now."""
         dev = logits.device
         B, T = logits.shape[0], params.max_tokens
         tokens = torch.zeros((B, T), dtype=torch.long, device=dev)
@@ -330,6 +335,9 @@ class LocalEngine:
             tokens[alive, step] = tok
             if lps is not None:
                 lps[alive, step] = lp
+            if emit is not None:  # every row that drew a token this step, its last one included
+                live = [b for b in range(len(alive_cpu)) if not dead[b]]
+                tok_list = tok.tolist()
             flag = None
             if eos_list:
                 flag = tok == eos[0] if len(eos_list) == 1 else torch.isin(tok, eos)
@@ -354,6 +362,13 @@ class LocalEngine:
                         end[r], reason[r], stop_of[r] = step + 1, "stop", s
                     dead[b] = True
                     n_dead += 1
+            if emit is not None:
+                ended = emit([alive_cpu[b] for b in live], [tok_list[b] for b in live])
+                for b in live:
+                    if not dead[b] and alive_cpu[b] in ended:
+                        end[alive_cpu[b]], reason[alive_cpu[b]] = step + 1, "abort"
+                        dead[b] = True
+                        n_dead += 1
             if step == T - 1 or n_dead == len(alive_cpu):
                 break
             since += 1
@@ -383,6 +398,33 @@ class LocalEngine:
                 logprobs=lp_cpu[r, : end[r]].tolist() if lp_cpu is not None else None,
             ))
         return out
+
+    def _chunk_listener(self, chunk: list[tuple[int, int]], on_step: StepListener):
+        """Adapts a call-level listener to one chunk: chunk rows and tokens in (turned into text
+        deltas, holding back bytes of a character not complete yet), chunk rows to end out."""
+        pieces = self._vocab_pieces()
+        pending: dict[int, list[int]] = {}
+
+        def delta(r: int, t: int) -> str:
+            piece = pieces[t] if t < len(pieces) else "\ufffd"
+            if "\ufffd" not in piece and r not in pending:
+                return piece
+            ids = pending.setdefault(r, [])
+            ids.append(t)
+            text = self._decode(ids)
+            if text.endswith("\ufffd") and len(ids) < 4:
+                return ""
+            del pending[r]
+            return text
+
+        def emit(chunk_rows: list[int], tokens: list[int]) -> set[int]:
+            ended = on_step([chunk[r] for r in chunk_rows], [delta(r, t) for r, t in zip(chunk_rows, tokens)])
+            if not ended:
+                return set()
+            ended = set(ended)
+            return {r for r in chunk_rows if chunk[r][0] in ended}
+
+        return emit
 
     def _stop_table(self, stops: tuple[str, ...], vocab: int, dev) -> torch.Tensor:
         """Which tokens could complete a stop string: their text holds a stop's last character."""

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ponder import PonderError
-from ponder.engine.base import Completion, Engine
-from ponder.model.chat import ChatFormat
+from ponder.engine.base import Completion, Engine, SamplingParams
+from ponder.model.chat import ChatFormat, Message
+from ponder.think.stream import Listener, ThinkSplitter
+
+# A question is its text, or a whole conversation whose last message is the user's.
+Question = str | Sequence[Message]
 
 
 @dataclass
@@ -64,7 +68,12 @@ def default_key(answer: str) -> str:
 
 
 class Strategy(ABC):
-    """Turns a question into a Thought using only an engine and a chat format."""
+    """Turns questions into Thoughts using only an engine and a chat format.
+
+    `max_tokens` caps one chain; the `budget` of a call caps every token
+    generated for a question, over all its chains (a hard cap: the user's
+    `max_completion_tokens`).
+    """
 
     def __init__(self, engine: Engine, chat: ChatFormat, max_tokens: int = 768,
                  answer_key: AnswerKey = default_key) -> None:
@@ -72,21 +81,52 @@ class Strategy(ABC):
             raise PonderError(f"max_tokens must be >= 1, got {max_tokens}")
         self.engine, self.chat, self.max_tokens, self.answer_key = engine, chat, max_tokens, answer_key
 
-    def solve(self, question: str) -> Thought:
-        return self.solve_batch([question])[0]
+    def solve(self, question: Question, budget: int | None = None) -> Thought:
+        return self.solve_batch([question], budget)[0]
 
-    def max_new_tokens(self, prompts: list[str]) -> int:
-        """The per-chain cap, lowered so the longest prompt still fits the engine's context."""
+    def prompt_of(self, question: Question) -> str:
+        return self.chat.prompt(question) if isinstance(question, str) else self.chat.render(question)
+
+    def max_new_tokens(self, prompts: list[str], budget: int | None = None, chains: int = 1) -> int:
+        """The per-chain cap: `max_tokens`, the budget shared by `chains` chains, and the room
+        the longest prompt leaves in the engine's context, whichever is least."""
+        cap = self.max_tokens
+        if budget is not None:
+            if budget < 1:
+                raise PonderError(f"the token budget must be >= 1, got {budget}")
+            cap = min(cap, max(1, budget // chains))
         limit = getattr(self.engine, "max_positions", None)
         if not limit:
-            return self.max_tokens
+            return cap
         room = limit - max(self.engine.count_tokens(p) for p in prompts)
         if room < 1:
             raise PonderError(f"the question is too long: the prompt fills the model's {limit}-token context")
-        return min(self.max_tokens, room)
+        return min(cap, room)
+
+    def generate(self, prompts: list[str], params: SamplingParams, listener: Listener | None,
+                 stream_text: bool = False) -> list[list[Completion]]:
+        """engine.generate, telling `listener` the text as it comes (`stream_text`, one chain per
+        prompt) and ending the chains of cancelled questions, where the engine can."""
+        if listener is None or not getattr(self.engine.capabilities, "streaming", False):
+            return self.engine.generate(prompts, params)
+        splitters = [ThinkSplitter(self.chat.think_close, self.chat.end) for _ in prompts] if stream_text else None
+
+        def on_step(rows: list[tuple[int, int]], deltas: list[str]) -> list[int]:
+            if splitters is not None:
+                for (i, _), text in zip(rows, deltas):
+                    if text:
+                        reasoning, answer = splitters[i].feed(text)
+                        if reasoning:
+                            listener.reasoning(i, reasoning)
+                        if answer:
+                            listener.answer(i, answer)
+            return [i for i in {i for i, _ in rows} if listener.cancelled(i)]
+
+        return self.engine.generate(prompts, params, on_step=on_step)
 
     @abstractmethod
-    def solve_batch(self, questions: list[str]) -> list[Thought]:
+    def solve_batch(self, questions: list[Question], budget: int | None = None,
+                    listener: Listener | None = None) -> list[Thought]:
         """Several questions at once, so an engine can batch them."""
 
 

@@ -6,21 +6,24 @@ from collections import Counter
 
 from ponder import PonderError
 from ponder.engine.base import SamplingParams
-from ponder.think.base import Node, Strategy, Thought, Usage, split_completion
+from ponder.think.base import Node, Question, Strategy, Thought, Usage, split_completion
+from ponder.think.stream import Listener
 
 
 class ChainOfThought(Strategy):
     """One chain of thought, greedy by default."""
 
-    def __init__(self, *args, temperature: float = 0.0, seed: int | None = 0, **kw) -> None:
+    def __init__(self, *args, temperature: float = 0.0, top_p: float = 1.0, seed: int | None = 0, **kw) -> None:
         super().__init__(*args, **kw)
-        self.temperature, self.seed = temperature, seed
+        self.temperature, self.top_p, self.seed = temperature, top_p, seed
 
-    def solve_batch(self, questions: list[str]) -> list[Thought]:
-        prompts = [self.chat.prompt(q) for q in questions]
-        params = SamplingParams(n=1, temperature=self.temperature, max_tokens=self.max_new_tokens(prompts), seed=self.seed)
+    def solve_batch(self, questions: list[Question], budget: int | None = None,
+                    listener: Listener | None = None) -> list[Thought]:
+        prompts = [self.prompt_of(q) for q in questions]
+        params = SamplingParams(n=1, temperature=self.temperature, top_p=self.top_p, seed=self.seed,
+                                max_tokens=self.max_new_tokens(prompts, budget))
         out = []
-        for group in self.engine.generate(prompts, params):
+        for group in self.generate(prompts, params, listener, stream_text=True):
             c = group[0]
             reasoning, answer, answer_tokens, finish = split_completion(self.chat, self.engine, c)
             usage = Usage(c.prompt_tokens, c.num_tokens, c.num_tokens - answer_tokens, 1)
@@ -32,16 +35,20 @@ class ChainOfThought(Strategy):
 class MajorityVote(Strategy):
     """Self-consistency: sample n chains, answer with the most common final answer."""
 
-    def __init__(self, *args, n: int = 5, temperature: float = 0.8, seed: int | None = 0, **kw) -> None:
+    def __init__(self, *args, n: int = 5, temperature: float = 0.8, top_p: float = 1.0, seed: int | None = 0,
+                 **kw) -> None:
         super().__init__(*args, **kw)
         if n < 1:
             raise PonderError(f"majority needs n >= 1, got {n}")
-        self.n, self.temperature, self.seed = n, temperature, seed
+        self.n, self.temperature, self.top_p, self.seed = n, temperature, top_p, seed
 
-    def solve_batch(self, questions: list[str]) -> list[Thought]:
-        prompts = [self.chat.prompt(q) for q in questions]
-        params = SamplingParams(n=self.n, temperature=self.temperature, max_tokens=self.max_new_tokens(prompts), seed=self.seed)
-        return [self._vote(group) for group in self.engine.generate(prompts, params)]
+    def solve_batch(self, questions: list[Question], budget: int | None = None,
+                    listener: Listener | None = None) -> list[Thought]:
+        prompts = [self.prompt_of(q) for q in questions]
+        n = self.n if budget is None else max(1, min(self.n, budget))  # a tiny budget buys fewer chains
+        params = SamplingParams(n=n, temperature=self.temperature, top_p=self.top_p, seed=self.seed,
+                                max_tokens=self.max_new_tokens(prompts, budget, chains=n))
+        return [self._vote(group) for group in self.generate(prompts, params, listener)]
 
     def _vote(self, group) -> Thought:
         parts = [split_completion(self.chat, self.engine, c) for c in group]
