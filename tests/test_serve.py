@@ -14,12 +14,15 @@ import pytest
 import torch
 
 from live_server import live_server
+from ponder.engine.base import SamplingParams
 from ponder.engine.local import LocalEngine
+from ponder.engine.remote import RemoteEngine
 from ponder.model.chat import ChatFormat
 from ponder.model.loading import load_model
 from ponder.serve import ServeConfig, build_app, create_app
 from ponder.think.base import Strategy, Thought, Usage
 from ponder.think.effort import strategy_for_effort
+from ponder.think.sampling import ChainOfThought
 
 KEY = "sk-test-key"
 Q = "What is 48213 + 7395?"  # 55608; the tests compare with what the strategy answers on its own
@@ -231,6 +234,24 @@ def test_bad_json_and_bad_keys(hidden):
         _client(url).chat.completions.create(model="ponder-huge", messages=[{"role": "user", "content": Q}])
     assert [m.id for m in _client(url).models.list()] == ["ponder-tiny"]
     assert httpx.get(url + "/health").json()["status"] == "ok"
+
+
+def test_one_ponder_fronts_another_through_v1_completions(hidden, direct):
+    """RemoteEngine against ponder's own /v1/completions: the same text, stops and counts as local."""
+    url, engine, chat = hidden
+    remote = RemoteEngine(url + "/v1", "ponder-tiny", api_key=KEY)
+    prompt = chat.prompt(Q)
+    params = SamplingParams(max_tokens=40, temperature=0, stop=("\n",))
+    got = remote.generate([prompt], params)[0][0]
+    model, tok, _ = load_model("built-in")
+    want = LocalEngine(model, tok).generate([prompt], params)[0][0]
+    assert (got.text, got.finish_reason, got.stop_reason, got.num_tokens) == \
+        (want.text, "stop", "\n", want.num_tokens)
+    thought = ChainOfThought(remote, chat).solve(Q)
+    assert thought.answer == direct.answer and thought.usage.completion_tokens == direct.usage.completion_tokens
+    r = httpx.post(url + "/v1/completions", headers={"Authorization": f"Bearer {KEY}"},
+                   json={"model": "ponder-tiny", "prompt": prompt, "max_tokens": 2000})
+    assert r.status_code == 413 and "context" in r.json()["error"]["message"]
 
 
 # --------------------------------------------------------------- queue, timeouts, turns, cancellation

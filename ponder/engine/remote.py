@@ -2,7 +2,7 @@
 
 ponder's strategies, budgets and hidden-reasoning semantics only need an engine,
 so they can front any model an OpenAI-compatible server hosts (vLLM, the
-llama.cpp server, Ollama). `RemoteEngine` uses the legacy text
+llama.cpp server, Ollama, another ponder). `RemoteEngine` uses the legacy text
 completions endpoint, `POST {base_url}/completions`: a raw prompt in, text out,
 so a prompt may end anywhere, inside the think block included.
 
@@ -179,7 +179,9 @@ class RemoteEngine:
             else:
                 finish = "eos"
         logprobs = _logprobs(choice, len(text) if len(text) < len(raw) else None) if want_logprobs else None
-        if logprobs:
+        if isinstance(choice.get("num_tokens"), int) and len(text) == len(raw) + len(stop or ""):
+            n = choice["num_tokens"]  # the server said (ponder does, per choice)
+        elif logprobs:
             n = len(logprobs)
         elif share is None:
             n = self.count_tokens(text)

@@ -24,7 +24,10 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ponder.model.chat import ChatFormat, Message
+from ponder.engine.base import SamplingParams
 from ponder.serve.batcher import Batcher, Job, QueueFull
+from ponder.serve.completions import CompletionRequest, RawKey
+from ponder.serve.completions import response as raw_response
 from ponder.serve.metrics import CONTENT_TYPE, ServerMetrics
 from ponder.serve.protocol import APIError, ChatRequest, validation_message
 from ponder.think.base import Strategy, Thought, Usage
@@ -150,6 +153,44 @@ def create_app(strategy_for: Callable[[StrategyKey], Strategy], chat: ChatFormat
             return fail(e, started)
         body = _response(rid, req, thoughts, show)
         _account(body["usage"], started, 200)
+        return JSONResponse(body)
+
+    @app.post("/v1/completions", response_model=None)
+    async def completions(req: CompletionRequest, request: Request) -> JSONResponse:
+        started = time.monotonic()
+        authorize(request)
+        if req.model != cfg.model_name:
+            raise APIError(404, f"model {req.model!r} not found; this server serves {cfg.model_name!r}",
+                           param="model", code="model_not_found")
+        if req.stream or req.echo:
+            raise APIError(400, "stream and echo are not supported on /v1/completions",
+                           param="stream" if req.stream else "echo")
+        if check_text is not None:
+            try:
+                check_text(req.prompt)
+            except ValueError as e:
+                raise APIError(400, f"prompt: {e}", param="prompt") from None
+        n_prompt = count_tokens(req.prompt)
+        if max_positions is not None and n_prompt + req.max_tokens > max_positions:
+            raise APIError(413, f"the prompt has {n_prompt} tokens; with max_tokens={req.max_tokens} it exceeds "
+                                f"the model's context of {max_positions}", param="prompt",
+                           code="context_length_exceeded")
+        params = SamplingParams(n=1, temperature=req.temperature, top_p=req.top_p, max_tokens=req.max_tokens,
+                                stop=tuple(req.stop or ()), seed=req.seed, logprobs=bool(req.logprobs))
+        job = Job(req.prompt, req.n, RawKey(params), None, asyncio.get_running_loop(), asyncio.Queue(),
+                  deadline=started + cfg.request_timeout, alone=req.seed is not None)
+        try:
+            batcher.submit(job)
+        except QueueFull:
+            raise APIError(429, "the server is busy: its queue is full; retry shortly", type="rate_limit_error",
+                           code="queue_full", headers={"Retry-After": "1"}) from None
+        try:
+            results = await _wait(job, request)
+        except APIError as e:
+            return fail(e, started)
+        body = raw_response(f"cmpl-{uuid.uuid4().hex[:24]}", req.model, results, req.stop or [])
+        metrics.count_tokens(body["usage"]["prompt_tokens"], body["usage"]["completion_tokens"], 0)
+        metrics.record(200, time.monotonic() - started)
         return JSONResponse(body)
 
     def _account(usage: dict[str, Any], started: float, status: int) -> None:

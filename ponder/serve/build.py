@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from ponder.model.chat import ChatFormat
 from ponder.serve.app import ServeConfig, StrategyKey, create_app
+from ponder.serve.completions import RawCompletion, RawKey
 from ponder.think.effort import strategy_for_effort
 
 
@@ -18,7 +19,9 @@ def build_app(engine, chat: ChatFormat, cfg: ServeConfig, tokenizer=None, max_to
     caps all of its chains together.
     """
 
-    def strategy_for(key: StrategyKey):
+    def strategy_for(key: StrategyKey | RawKey):
+        if isinstance(key, RawKey):
+            return RawCompletion(engine, key)
         return strategy_for_effort(key.effort, engine, chat, max_tokens=max_tokens, seed=key.seed,
                                    temperature=key.temperature, top_p=key.top_p)
 
