@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
+from live_server import live_server
+from ponder.engine.base import Completion
 from ponder.model.chat import ChatFormat
 from ponder.model.tokenizer import check_text
 from ponder.serve import ServeConfig, create_app
+from ponder.serve.completions import RawKey
 from ponder.think.base import Strategy, Thought, Usage
 
 
@@ -24,9 +28,24 @@ class _Instant(Strategy):
         return [Thought("4", "2+2=4", Usage(10, 5, 4, 1)) for _ in questions]
 
 
-app = create_app(lambda key: _Instant(), ChatFormat(), len, ServeConfig(request_timeout=30),
+class _InstantRaw:
+    def solve_batch(self, prompts, budget=None, listener=None):
+        return [Completion("4\n", [1, 2], "stop", 3, stop_reason="\n") for _ in prompts]
+
+
+app = create_app(lambda key: _InstantRaw() if isinstance(key, RawKey) else _Instant(), ChatFormat(), len, ServeConfig(request_timeout=30),
                  max_positions=1024, check_text=check_text)
-schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+# A real loopback server (the answers come from the engine thread, as in production);
+# it starts at import because the schema is read when the tests are collected.
+_running = live_server(app)
+URL = _running.__enter__()
+schema = schemathesis.openapi.from_url(URL + "/openapi.json")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_server():
+    yield
+    _running.__exit__(None, None, None)
 
 
 @schema.hook

@@ -84,6 +84,11 @@ def create_app(strategy_for: Callable[[StrategyKey], Strategy], chat: ChatFormat
     async def _api(request: Request, exc: APIError) -> JSONResponse:
         return fail(exc, time.monotonic())
 
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> JSONResponse:
+        log.error("request failed: %s", type(exc).__name__)  # no message: it could quote hidden text
+        return fail(APIError(500, "internal error; see the server log", type="server_error"), time.monotonic())
+
     def authorize(request: Request) -> None:
         if not cfg.api_keys:
             return
