@@ -8,6 +8,15 @@ from ponder.model.tokenizer import build_char_tokenizer
 torch.set_num_threads(2)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """A tiny model gains nothing from threads, and loses a lot when the cores are busy."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def micro_dir(tmp_path_factory):
     """A randomly initialised ponder-micro saved as a Hugging Face model directory."""

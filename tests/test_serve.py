@@ -11,7 +11,6 @@ import time
 import httpx
 import openai
 import pytest
-import torch
 
 from live_server import live_server
 from ponder.engine.base import SamplingParams
@@ -36,12 +35,7 @@ def _server(**cfg):
     return app, engine, chat
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -316,7 +310,8 @@ def test_timeout_and_disconnect_cancel_the_work():
     with live_server(app) as url:
         body = {"model": "ponder-tiny", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
         with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=30) as r:
-            next(r.iter_lines())  # the first chunk arrived
+            lines = r.iter_lines()  # held: dropping the iterator would close the connection
+            next(lines)  # the first chunk arrived
             while not gate.questions:
                 time.sleep(0.01)  # the engine is working on it; now hang up
         assert gate.cancel_seen.wait(5)

@@ -102,6 +102,18 @@ def create_app(strategy_for: Callable[[StrategyKey], Strategy], chat: ChatFormat
             raise APIError(401, "invalid or missing API key (send 'Authorization: Bearer KEY')",
                            type="authentication_error", code="invalid_api_key")
 
+    def check_model(name: str) -> None:
+        if name != cfg.model_name:
+            raise APIError(404, f"model {name!r} not found; this server serves {cfg.model_name!r}",
+                           param="model", code="model_not_found")
+
+    def submit(job: Job) -> None:
+        try:
+            batcher.submit(job)
+        except QueueFull:
+            raise APIError(429, "the server is busy: its queue is full; retry shortly", type="rate_limit_error",
+                           code="queue_full", headers={"Retry-After": "1"}) from None
+
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "model": cfg.model_name, "queue_depth": batcher.depth}
@@ -118,18 +130,14 @@ def create_app(strategy_for: Callable[[StrategyKey], Strategy], chat: ChatFormat
     @app.get("/v1/models/{model_id}")
     async def model(model_id: str, request: Request) -> dict[str, Any]:
         authorize(request)
-        if model_id != cfg.model_name:
-            raise APIError(404, f"model {model_id!r} not found; this server serves {cfg.model_name!r}",
-                           param="model", code="model_not_found")
+        check_model(model_id)
         return _model_card(cfg.model_name)
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(req: ChatRequest, request: Request) -> JSONResponse | StreamingResponse:
         started = time.monotonic()
         authorize(request)
-        if req.model != cfg.model_name:
-            raise APIError(404, f"model {req.model!r} not found; this server serves {cfg.model_name!r}",
-                           param="model", code="model_not_found")
+        check_model(req.model)
         conversation = _conversation(req, check_text)
         try:
             prompt_tokens = count_tokens(chat.render(conversation))
@@ -142,11 +150,7 @@ def create_app(strategy_for: Callable[[StrategyKey], Strategy], chat: ChatFormat
         key = StrategyKey(req.reasoning_effort, req.temperature, req.top_p, req.seed)
         job = Job(conversation, req.n, key, req.budget, loop, asyncio.Queue(),
                   deadline=started + cfg.request_timeout, alone=req.seed is not None)
-        try:
-            batcher.submit(job)
-        except QueueFull:
-            raise APIError(429, "the server is busy: its queue is full; retry shortly", type="rate_limit_error",
-                           code="queue_full", headers={"Retry-After": "1"}) from None
+        submit(job)
         rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         show = cfg.expose_reasoning and req.include_reasoning
         if req.stream:
@@ -164,9 +168,7 @@ def create_app(strategy_for: Callable[[StrategyKey], Strategy], chat: ChatFormat
     async def completions(req: CompletionRequest, request: Request) -> JSONResponse:
         started = time.monotonic()
         authorize(request)
-        if req.model != cfg.model_name:
-            raise APIError(404, f"model {req.model!r} not found; this server serves {cfg.model_name!r}",
-                           param="model", code="model_not_found")
+        check_model(req.model)
         if req.stream or req.echo:
             raise APIError(400, "stream and echo are not supported on /v1/completions",
                            param="stream" if req.stream else "echo")
@@ -184,11 +186,7 @@ def create_app(strategy_for: Callable[[StrategyKey], Strategy], chat: ChatFormat
                                 stop=tuple(req.stop or ()), seed=req.seed, logprobs=bool(req.logprobs))
         job = Job(req.prompt, req.n, RawKey(params), None, asyncio.get_running_loop(), asyncio.Queue(),
                   deadline=started + cfg.request_timeout, alone=req.seed is not None)
-        try:
-            batcher.submit(job)
-        except QueueFull:
-            raise APIError(429, "the server is busy: its queue is full; retry shortly", type="rate_limit_error",
-                           code="queue_full", headers={"Retry-After": "1"}) from None
+        submit(job)
         try:
             results = await _wait(job, request)
         except APIError as e:
