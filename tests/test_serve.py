@@ -306,6 +306,9 @@ def test_timeout_and_disconnect_cancel_the_work():
                        json={"model": "ponder-tiny", "messages": [{"role": "user", "content": "hi"}]})
         assert r.status_code == 504 and r.json()["error"]["type"] == "timeout"
         assert gate.cancel_seen.wait(5)  # the engine was told to stop
+        text = httpx.post(url + "/v1/chat/completions", timeout=30, json={
+            "model": "ponder-tiny", "stream": True, "messages": [{"role": "user", "content": "hi"}]}).text
+        assert '"type": "timeout"' in text and text.rstrip().endswith("data: [DONE]") and "secret" not in text
     app, gate = _gated()
     with live_server(app) as url:
         body = {"model": "ponder-tiny", "stream": True, "messages": [{"role": "user", "content": "hi"}]}

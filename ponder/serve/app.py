@@ -263,8 +263,8 @@ def create_app(strategy_for: Callable[[StrategyKey], Strategy], chat: ChatFormat
                     streamed_answer[i] = True
                     if text:
                         yield chunk([_delta(i, content=text)])
-                elif kind == "error":
-                    e = _engine_error(event[1], cfg.request_timeout)
+                elif kind == "error" or job.expired():  # an error, or chains cut short at the deadline
+                    e = _engine_error(event[1] if kind == "error" else "cancelled", cfg.request_timeout)
                     metrics.record(e.status, time.monotonic() - started, e.type)
                     yield f"data: {json.dumps(e.body())}\n\ndata: [DONE]\n\n"
                     return
