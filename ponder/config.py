@@ -79,9 +79,13 @@ def load_config(cls: type[T], path: str | Path | None, overrides: dict[str, Any]
         if not p.exists():
             raise PonderError(f"config file does not exist: {p}")
         try:
-            data = yaml.safe_load(p.read_text()) or {}
+            data = yaml.safe_load(p.read_text())
         except yaml.YAMLError as e:
             raise PonderError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from e
+        if data is None:  # an empty file would silently train every default
+            raise PonderError(f"config file {p} is empty")
+        if not isinstance(data, dict):
+            raise PonderError(f"config file {p} must be a mapping of field: value, not {type(data).__name__}")
     data.update(overrides or {})
     return from_dict(cls, data)
 

@@ -72,6 +72,8 @@ def test_existing_checkpoints_are_not_overwritten_without_resume(tmp_path):
     ("learning_rate: -1", "learning_rate"),
     ("mixture: [{task: add, levels: [99]}]", "levels"),
     ("mixture: [{task: nosuch}]", "nosuch"),
+    ("", "empty"),  # would otherwise train every default
+    ("- 1\n- 2", "mapping"),
 ])
 def test_bad_config_is_refused_naming_the_field(tmp_path, text, field):
     p = tmp_path / "c.yaml"
