@@ -113,7 +113,7 @@ def cmd_demo(args) -> None:
 
     engine, _, chat = _load(args.model)
     questions = ["What is 48213 + 7395?", "What is 482 * 37?", "Which is larger: 9.11 or 9.8?",
-                 "Compose: 21345 13254 54321 12345", "What is 3^(2^4) mod 97?",
+                 "Compose: 21345 13254 54321", "What is 3^(2^5) mod 97?",
                  "Using the numbers 3, 7, 25, 50, make 75."]
     print("ponder demo: the built-in model thinks before it answers (reasoning hidden, tokens counted)\n")
     for q in questions:

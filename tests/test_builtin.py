@@ -24,6 +24,9 @@ def test_builtin_model_ships_inside_the_package_under_25_mb():
 
 @pytest.mark.parametrize("family, question, answer", [
     ("s5", "Compose: 21345 13254 54321 12345", "35412"),
+    ("s5", "Compose: 21345 13254 54321", "35412"),  # the canonical forms, odd lengths included
+    ("isq", "What is 3^(2^5) mod 97?", "35"),
+    ("add", "What is 48213 + 7395?", "55608"),
     ("modadd", "What is 3 + 5 + 6 + 1 mod 7?", "1"),
     ("mul", "What is 48 * 7?", "336"),
 ])
