@@ -246,6 +246,12 @@ def test_one_ponder_fronts_another_through_v1_completions(hidden, direct):
     r = httpx.post(url + "/v1/completions", headers={"Authorization": f"Bearer {KEY}"},
                    json={"model": "ponder-tiny", "prompt": prompt, "max_tokens": 2000})
     assert r.status_code == 413 and "context" in r.json()["error"]["message"]
+    front = build_app(remote, chat, ServeConfig(model_name="front"))  # `ponder serve --upstream`, no tokenizer
+    with live_server(front) as front_url:
+        r = _client(front_url).chat.completions.create(model="front", reasoning_effort="low",
+                                                       messages=[{"role": "user", "content": Q}])
+    assert r.choices[0].message.content == direct.answer
+    assert r.usage.completion_tokens == direct.usage.completion_tokens
 
 
 # --------------------------------------------------------------- queue, timeouts, turns, cancellation

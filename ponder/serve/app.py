@@ -59,8 +59,9 @@ class StrategyKey:
 
 def create_app(strategy_for: Callable[[StrategyKey], Strategy], chat: ChatFormat,
                count_tokens: Callable[[str], int], cfg: ServeConfig, max_positions: int | None = None,
-               check_text: Callable[[str], None] | None = None) -> FastAPI:
-    """A server around `strategy_for`. `count_tokens` must be safe to call from the event loop's thread."""
+               check_text: Callable[[str], None] | None = None, count_in_thread: bool = False) -> FastAPI:
+    """A server around `strategy_for`. `count_tokens` runs on the event loop's thread, or in worker
+    threads with `count_in_thread` (for a slow, thread-safe counter such as a remote one)."""
     app = FastAPI(title="ponder", version="0.1.0")
     batcher = Batcher(strategy_for, max_batch=cfg.max_batch, max_queue=cfg.max_queue)
     metrics = ServerMetrics(lambda: batcher.depth, lambda: batcher.busy, lambda: batcher.batches)
@@ -102,6 +103,10 @@ def create_app(strategy_for: Callable[[StrategyKey], Strategy], chat: ChatFormat
             raise APIError(401, "invalid or missing API key (send 'Authorization: Bearer KEY')",
                            type="authentication_error", code="invalid_api_key")
 
+    async def count(text: str) -> int:
+        # a remote engine counts over HTTP: off the event loop, so other requests go on meanwhile
+        return await asyncio.to_thread(count_tokens, text) if count_in_thread else count_tokens(text)
+
     def check_model(name: str) -> None:
         if name != cfg.model_name:
             raise APIError(404, f"model {name!r} not found; this server serves {cfg.model_name!r}",
@@ -140,7 +145,7 @@ def create_app(strategy_for: Callable[[StrategyKey], Strategy], chat: ChatFormat
         check_model(req.model)
         conversation = _conversation(req, check_text)
         try:
-            prompt_tokens = count_tokens(chat.render(conversation))
+            prompt_tokens = await count(chat.render(conversation))
         except ValueError as e:
             raise APIError(400, str(e), param="messages") from None
         if max_positions is not None and prompt_tokens >= max_positions:
@@ -177,7 +182,7 @@ def create_app(strategy_for: Callable[[StrategyKey], Strategy], chat: ChatFormat
                 check_text(req.prompt)
             except ValueError as e:
                 raise APIError(400, f"prompt: {e}", param="prompt") from None
-        n_prompt = count_tokens(req.prompt)
+        n_prompt = await count(req.prompt)
         if max_positions is not None and n_prompt + req.max_tokens > max_positions:
             raise APIError(413, f"the prompt has {n_prompt} tokens; with max_tokens={req.max_tokens} it exceeds "
                                 f"the model's context of {max_positions}", param="prompt",

@@ -40,4 +40,4 @@ def build_app(engine, chat: ChatFormat, cfg: ServeConfig, tokenizer=None, max_to
     else:
         count_tokens = engine.count_tokens
     return create_app(strategy_for, chat, count_tokens, cfg, max_positions=getattr(engine, "max_positions", None),
-                      check_text=check_text)
+                      check_text=check_text, count_in_thread=tokenizer is None)
