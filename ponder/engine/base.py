@@ -81,3 +81,13 @@ class EngineStats:
     prompt_tokens: int = 0
     generated_tokens: int = 0
     per_call: list[int] = field(default_factory=list)
+
+
+def cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, str | None]:
+    """Cut after the stop string that ends first (the first listed on a tie): (text, that stop or None)."""
+    best = None
+    for s in stops:
+        i = text.find(s)
+        if i >= 0 and (best is None or i + len(s) < best[0]):
+            best = (i + len(s), s)
+    return (text, None) if best is None else (text[: best[0]], best[1])

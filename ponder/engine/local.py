@@ -51,7 +51,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import Cache, DynamicLayer
 
 from ponder import PonderError
-from ponder.engine.base import Capabilities, Completion, EngineStats, SamplingParams, StepListener
+from ponder.engine.base import Capabilities, Completion, EngineStats, SamplingParams, StepListener, cut_at_stop
 from ponder.engine.fused import LlamaDecoder, Prefix, PrefixState
 from ponder.engine.kvcache import Pool, SlabLayer, grow
 
@@ -391,7 +391,8 @@ class LocalEngine:
             ids = tok_cpu[r, : end[r]].tolist()
             text = self._decode(ids)
             if reason[r] == "stop":
-                text, stop_of[r] = _cut_at_stop(text, stops, stop_of[r])
+                text, found = cut_at_stop(text, stops)
+                stop_of[r] = found or stop_of[r]
             out.append(Completion(
                 text=text, token_ids=ids, finish_reason=reason[r], prompt_tokens=lengths[r],
                 stop_reason=stop_of[r],
@@ -466,18 +467,6 @@ def _spans(rows_prompt: list[str]) -> list[tuple[str, int, int]]:
         else:
             spans.append((p, r, r + 1))
     return spans
-
-
-def _cut_at_stop(text: str, stops: tuple[str, ...], found: str | None) -> tuple[str, str | None]:
-    """Cut after the stop string that ends first (the first listed on a tie)."""
-    best = None
-    for s in stops:
-        i = text.find(s)
-        if i >= 0 and (best is None or i + len(s) < best[0]):
-            best = (i + len(s), s)
-    if best is None:
-        return text, found
-    return text[: best[0]], best[1]
 
 
 def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator, want_logprobs: bool):

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from ponder import PonderError
-from ponder.engine.base import Capabilities, Completion, EngineStats, FinishReason, SamplingParams, StepListener
+from ponder.engine.base import Capabilities, Completion, EngineStats, FinishReason, SamplingParams, StepListener, cut_at_stop
 
 __all__ = ["RemoteCompletion", "RemoteEngine"]
 
@@ -167,7 +167,7 @@ class RemoteEngine:
 
     def _completion(self, choice: dict, raw: str, share: int | None, n_prompt: int,
                     stops: tuple[str, ...], want_logprobs: bool) -> RemoteCompletion:
-        text, stop = _cut_at_stop(raw, stops)  # stops the server was not sent, or did not strip
+        text, stop = cut_at_stop(raw, stops)  # stops the server was not sent, or did not strip
         finish: FinishReason = "stop"
         if stop is None and choice.get("finish_reason") in ("length", "abort"):
             finish = choice["finish_reason"]
@@ -237,16 +237,6 @@ class RemoteEngine:
 
     def _encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def _cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, str | None]:
-    """Cut after the stop string that ends first (the first listed on a tie), as the local engine does."""
-    best = None
-    for s in stops:
-        i = text.find(s)
-        if i >= 0 and (best is None or i + len(s) < best[0]):
-            best = (i + len(s), s)
-    return (text, None) if best is None else (text[: best[0]], best[1])
 
 
 def _logprobs(choice: dict, keep_chars: int | None) -> list[float] | None:
