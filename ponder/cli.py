@@ -19,12 +19,11 @@ def _load(model_path: str):
 
 
 def _check_question(question: str, tok) -> None:
-    from ponder.model.tokenizer import ASSISTANT, check_text
+    from ponder.model.tokenizer import text_checker
 
-    if not question.strip():
-        raise PonderError("the question is empty")
-    if ASSISTANT in tok.get_vocab():
-        check_text(question)
+    check = text_checker(tok)
+    if check is not None:
+        check(question)
 
 
 def cmd_ask(args) -> None:

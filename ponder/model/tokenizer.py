@@ -7,6 +7,8 @@ are special tokens. Being a `PreTrainedTokenizerFast` means `save_pretrained`,
 
 from __future__ import annotations
 
+from typing import Callable
+
 from tokenizers import Tokenizer, decoders, models
 from transformers import PreTrainedTokenizerFast
 
@@ -36,6 +38,11 @@ def build_char_tokenizer() -> PreTrainedTokenizerFast:
     )
     tok.padding_side = "left"
     return tok
+
+
+def text_checker(tokenizer) -> Callable[[str], None] | None:
+    """`check_text` for ponder's character tokenizer; None for others (byte-level ones spell anything)."""
+    return check_text if ASSISTANT in tokenizer.get_vocab() else None
 
 
 def check_text(text: str, what: str = "question") -> None:

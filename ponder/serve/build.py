@@ -7,6 +7,7 @@ import copy
 from fastapi import FastAPI
 
 from ponder.model.chat import ChatFormat
+from ponder.model.tokenizer import text_checker
 from ponder.serve.app import ServeConfig, StrategyKey, create_app
 from ponder.serve.completions import RawCompletion, RawKey
 from ponder.think.effort import strategy_for_effort
@@ -25,18 +26,13 @@ def build_app(engine, chat: ChatFormat, cfg: ServeConfig, tokenizer=None, max_to
         return strategy_for_effort(key.effort, engine, chat, max_tokens=max_tokens, seed=key.seed,
                                    temperature=key.temperature, top_p=key.top_p)
 
-    check_text = None
+    check_text = text_checker(tokenizer) if tokenizer is not None else None
     if tokenizer is not None:
         # the engine thread uses its own tokenizer; a fast tokenizer must not be shared across threads
         counter = copy.deepcopy(tokenizer)
 
         def count_tokens(text: str) -> int:
             return len(counter(text, add_special_tokens=False)["input_ids"])
-
-        from ponder.model.tokenizer import ASSISTANT, check_text as check_chars
-
-        if ASSISTANT in counter.get_vocab():
-            check_text = check_chars
     else:
         count_tokens = engine.count_tokens
     return create_app(strategy_for, chat, count_tokens, cfg, max_positions=getattr(engine, "max_positions", None),
