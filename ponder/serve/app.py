@@ -31,7 +31,7 @@ from ponder.serve.completions import response as raw_response
 from ponder.serve.metrics import CONTENT_TYPE, ServerMetrics
 from ponder.serve.protocol import APIError, ChatRequest, validation_message
 from ponder.think.base import Strategy, Thought, Usage
-from ponder.think.stream import partial_suffix
+from ponder.think.stream import MarkerCut
 
 log = logging.getLogger("ponder.serve")
 
@@ -370,26 +370,18 @@ def _response(rid: str, req: ChatRequest, thoughts: list[Thought], show: bool) -
 
 
 class _AnswerStop:
-    """Streams a choice's answer up to the first stop sequence, holding back a possible partial one."""
+    """Streams a choice's answer up to the first stop sequence, without the leading space the
+    final answer does not have either."""
 
     def __init__(self, stops: list[str]) -> None:
-        self.stops, self.held, self.stopped, self.started = stops, "", False, False
+        self.cut, self.started = MarkerCut(stops), False
 
     def feed(self, text: str) -> str:
-        if self.stopped:
-            return ""
-        text = self.held + (text if self.started else text.lstrip())  # like the final answer, no leading space
-        self.held = ""
-        self.started = self.started or bool(text)
-        cut = min((text.index(s) for s in self.stops if s in text), default=None)
-        if cut is not None:
-            self.stopped = True
-            return text[:cut]
-        keep = max((partial_suffix(text, s) for s in self.stops), default=0)
-        self.held = text[len(text) - keep:] if keep else ""
-        return text[: len(text) - keep]
+        if not self.started:
+            text = text.lstrip()
+            self.started = bool(text)
+        return self.cut.feed(text)[0]
 
     def flush(self) -> str:
         """What was held back at the end: it did not become a stop sequence."""
-        held, self.held = ("" if self.stopped else self.held), ""
-        return held
+        return self.cut.flush()

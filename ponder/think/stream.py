@@ -22,51 +22,54 @@ class Listener:
         return False
 
 
-class ThinkSplitter:
-    """Routes a completion's text deltas to reasoning or answer, cutting at the think and end markers.
+class MarkerCut:
+    """Passes text through up to the first of `markers`.
 
-    A marker may arrive split over several deltas, so text that could be the
-    start of one is held back until it is clear.
+    A marker may arrive split over several pieces, so an end of the text that
+    could be the start of one is held back until it is clear.
     """
 
-    def __init__(self, think_close: str, end: str) -> None:
-        self.think_close, self.end = think_close, end
-        self.in_answer = False
-        self.done = False
+    def __init__(self, markers) -> None:
+        self.markers = [m for m in markers if m]
+        self.hit: str | None = None  # the marker found, once found
         self._held = ""
 
     def feed(self, text: str) -> tuple[str, str]:
-        """(reasoning delta, answer delta) for this piece of generated text."""
-        if self.done:
+        """(text before any marker, text after the marker in this piece); nothing once a marker was found."""
+        if self.hit is not None:
             return "", ""
-        text = self._held + text
-        self._held = ""
-        if not self.in_answer:
-            head, sep, rest = text.partition(self.think_close)
-            if not sep:
-                keep = partial_suffix(head, self.think_close)
-                self._held = head[len(head) - keep:] if keep else ""
-                return head[: len(head) - keep], ""
-            self.in_answer = True
-            reasoning, (_, answer) = head, self._answer(rest)
-            return reasoning, answer
-        return self._answer(text)
+        text, self._held = self._held + text, ""
+        for i in range(len(text)):  # the first place where a marker starts, or may start
+            rest = text[i:]
+            full = next((m for m in self.markers if rest.startswith(m)), None)
+            if full is not None:
+                self.hit = full
+                return text[:i], rest[len(full):]
+            if any(m.startswith(rest) for m in self.markers):
+                self._held = rest
+                return text[:i], ""
+        return text, ""
 
-    def _answer(self, text: str) -> tuple[str, str]:
-        if self.end:
-            head, sep, _ = text.partition(self.end)
-            if sep:
-                self.done = True
-                return "", head
-            keep = partial_suffix(head, self.end)
-            self._held = head[len(head) - keep:] if keep else ""
-            return "", head[: len(head) - keep]
-        return "", text
+    def flush(self) -> str:
+        """The text is over: what was held back, up to a marker that starts inside it."""
+        held, self._held = self._held, ""
+        found = min(((held.index(m), m) for m in self.markers if m in held), default=None)
+        if found is None:
+            return held
+        self.hit = found[1]
+        return held[: found[0]]
 
 
-def partial_suffix(text: str, marker: str) -> int:
-    """The length of the longest end of `text` that is a proper start of `marker`."""
-    for k in range(min(len(marker) - 1, len(text)), 0, -1):
-        if marker.startswith(text[-k:]):
-            return k
-    return 0
+class ThinkSplitter:
+    """Routes a completion's text deltas to reasoning or answer, cutting at the think and end markers."""
+
+    def __init__(self, think_close: str, end: str) -> None:
+        self._think, self._answer = MarkerCut([think_close]), MarkerCut([end])
+
+    def feed(self, text: str) -> tuple[str, str]:
+        """(reasoning delta, answer delta) for this piece of generated text."""
+        if self._think.hit is not None:
+            return "", self._answer.feed(text)[0]
+        reasoning, rest = self._think.feed(text)
+        answer = self._answer.feed(rest)[0] if self._think.hit is not None else ""
+        return reasoning, answer
