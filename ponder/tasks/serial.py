@@ -14,8 +14,8 @@ them with and without the trace.
 Every family has `sample_length(rng, length)`, which draws a problem with an
 exact input length (permutations, terms, squarings, gates), and `lengths`,
 the longest input of each level (a level covers every length above the level
-below it, so no length is left out of training). The reference trace always has exactly `length`
-lines, one per input item, and each line follows from the line before it
+below it, so no length is left out of training). The reference trace always
+has exactly `length` lines, one per input item, and each line follows from the line before it
 plus one lookup in the question. `make(...)` builds the problem for given
 inputs, which is how tests pin worked examples down.
 """
