@@ -9,24 +9,32 @@ The numbers are dealt like the TV game's cards (two each of 1..10, one each of
 one of the numbers, and is reachable; targets whose shortest solution needs
 several numbers are preferred.
 
-The reference chain of thought is a visible depth-first search. Each step
-combines two numbers of the current state (larger number first, only
-non-negative integer results) and writes the new state, sorted::
+The reference chain of thought is an honest depth-first search: the steps a
+player would write who tries the most promising move first and, at a dead
+end, goes back to the state the move came from and tries the next one. Each
+step combines two numbers of the current state (larger number first, only
+positive integer results) and writes the new state, sorted. For
+``Using the numbers 1, 1, 2, 6, make 16.``::
 
-    50*7=350 [3 25 350]
-    350-25=325 [3 325]
-    no
-    back [3 7 25 50]
-    25*7=175 [3 50 175]
-    175+50=225 [3 225]
-    25*7+50=225
+    6*2=12 [1 1 12]
+    12+1=13 [1 13] no
+    12-1=11 [1 11] no
+    1+1=2 [2 12] no
+    back [1 1 2 6]
+    6+2=8 [1 1 8]
+    1+1=2 [2 8]
+    8*2=16 [16]
+    (6+2)*(1+1)=16
 
-A combination that reaches the target is always tried first. When only two
-numbers are left and no operation on them makes the target, the line ``no``
-abandons the branch and ``back [...]`` returns to an earlier state (the nearest
-one from which the target can still be reached). When the state holds the
-target, the last line names the expression that made it, which is the answer.
-A trace shows at most `MAX_DEAD_ENDS` dead ends before the winning path.
+Moves are tried closest to the target first (with a little random
+tie-breaking), and a move that makes the target always first. A move that
+leaves two numbers from which no single operation makes the target ends with
+`` no``; the next move is then another one from the same state. When a state
+has no untried move left, ``back [...]`` returns to its parent. Nothing in the
+trace uses knowledge the player would not have: no move is skipped because a
+solver knows it fails. That makes traces long when the search is unlucky:
+with 4 numbers the median trace is about 270 characters and one in four is
+longer than 900; with 5 numbers the median is several thousand.
 """
 
 from __future__ import annotations
@@ -47,11 +55,7 @@ from ponder.tasks.base import Problem, Task, answer_part
 DECK = tuple(list(range(1, 11)) * 2 + [25, 50, 75, 100])
 TARGET_MAX = 999
 CAP = 5000  # intermediate results above this are never used (keeps lines short)
-# How many dead ends a trace may show at most (drawn per trace), so that traces
-# with failures show one, two or three of them rather than always the most.
-_DEAD_END_CAPS = {1: 0.40, 2: 0.35, 3: 0.25}
-MAX_DEAD_ENDS = max(_DEAD_END_CAPS)
-NOISE = 1.0  # spread of the search's random tie-breaking around "closest to the target first"
+NOISE = 0.5  # spread of the search's random tie-breaking around "closest to the target first"
 MAX_EXPR_CHARS = 200
 
 # Weights of the minimal number of numbers a solution needs, for each count of numbers dealt.
@@ -165,8 +169,6 @@ class _Search:
     def __init__(self, target: int, rng: random.Random):
         self.target = target
         self.rng = rng
-        self.max_dead = rng.choices(list(_DEAD_END_CAPS), weights=list(_DEAD_END_CAPS.values()))[0]
-        self._solvable: dict[tuple[int, ...], bool] = {}
 
     def children(self, state):
         """(line, child state) for each distinct child, in the order the search tries them."""
@@ -191,43 +193,19 @@ class _Search:
         kids.sort(key=lambda k: (k[0], k[1]))
         return [(line, child) for _, _, line, child in kids]
 
-    def solvable(self, state) -> bool:
-        """Whether the target can still be made from `state` (with the moves the trace may show)."""
-        return self._solvable_values(tuple(v for v, _ in state))
-
-    def _solvable_values(self, vals: tuple[int, ...]) -> bool:
-        known = self._solvable.get(vals)
-        if known is not None:
-            return known
-        t = self.target
-        if t in vals:
-            ok = True
-        elif len(vals) == 2:
-            b, a = vals
-            ok = t in (a + b, a - b, a * b) or (a % b == 0 and a // b == t)
-        else:
-            ok = False
-            for i, j in combinations(range(len(vals)), 2):
-                a, b = vals[j], vals[i]  # vals is sorted, so a >= b
-                rest = vals[:i] + vals[i + 1:j] + vals[j + 1:]
-                for _, r in _combine(a, b):
-                    if self._solvable_values(tuple(sorted(rest + (r,)))):
-                        ok = True
-                        break
-                if ok:
-                    break
-        self._solvable[vals] = ok
-        return ok
+    def _dead_end(self, state) -> bool:
+        """Two numbers left, neither is the target, and no single operation on them makes it."""
+        if len(state) != 2 or any(v == self.target for v, _ in state):
+            return False
+        a, b = state[1][0], state[0][0]
+        return all(r != self.target for _, r in _combine(a, b))
 
     def trace(self, nums: tuple[int, ...]) -> tuple[list[str], str]:
         root = tuple((v, v) for v in sorted(nums))
-        if not self.solvable(root):
-            raise PonderError(f"countdown: {self.target} cannot be made from {list(nums)}")
         # The path from the root to the current state; each entry holds the state
         # and its untried children in search order.
         path = [(root, self.children(root))]
         lines: list[str] = []
-        dead = 0
         while True:
             state, todo = path[-1]
             hit = next((t for v, t in state if v == self.target), None)
@@ -235,20 +213,16 @@ class _Search:
                 expr = _show(hit)
                 lines.append(f"{expr}={self.target}")
                 return lines, expr
-            direct = any(v == self.target for _, child in todo for v, _ in child)
-            if len(state) <= 2 and not direct:
-                lines.append("no")
-                dead += 1
+            if not todo:
                 path.pop()
-                while not self.solvable(path[-1][0]):
-                    path.pop()
+                if not path:
+                    raise PonderError(f"countdown: {self.target} cannot be made from {list(nums)}")
                 lines.append(f"back {_fmt(v for v, _ in path[-1][0])}")
                 continue
-            if dead >= self.max_dead:
-                k = next(i for i, (_, c) in enumerate(todo) if self.solvable(c))
-            else:
-                k = 0
-            line, child = todo.pop(k)
+            line, child = todo.pop(0)
+            if self._dead_end(child):
+                lines.append(f"{line} no")
+                continue
             lines.append(line)
             path.append((child, self.children(child)))
 
