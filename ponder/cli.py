@@ -86,6 +86,19 @@ def cmd_train_sft(args) -> None:
     print(f"model saved to {final}")
 
 
+def cmd_train_grpo(args) -> None:
+    from pathlib import Path
+
+    from ponder.config import load_config, parse_override
+    from ponder.train.grpo import GRPOConfig, train_grpo
+
+    overrides = dict(parse_override(o) for o in args.set)
+    cfg = load_config(GRPOConfig, args.config, overrides)
+    text = Path(args.config).read_text() + "".join(f"\n# override: {k}={v!r}" for k, v in overrides.items())
+    final = train_grpo(cfg, resume=args.resume, config_text=text)
+    print(f"model saved to {final}")
+
+
 def cmd_plot(args) -> None:
     from ponder.plot import plot_run
 
@@ -196,6 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     s.set_defaults(func=cmd_train_sft)
+    g = t.add_parser("grpo", help="reinforcement learning on verifiable rewards (GRPO)")
+    g.add_argument("--config", required=True)
+    g.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    g.set_defaults(func=cmd_train_grpo)
 
     pl = sub.add_parser("plot", help="draw a run's metrics to PNG files")
     pl.add_argument("run_dir")

@@ -1,4 +1,5 @@
-"""Draw a run's metrics.jsonl to PNG: loss, learning rate, throughput, eval accuracy."""
+"""Draw a run's metrics.jsonl to PNG: loss, learning rate, throughput, eval accuracy; for RL runs also
+reward, accuracy and completion length on one page."""
 
 from __future__ import annotations
 
@@ -57,7 +58,27 @@ def plot_run(run_dir: str | Path) -> list[Path]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
         written.append(_save(fig, out_dir / f"{group.replace('/', '_')}.png"))
+    if {"reward", "accuracy", "completion_length"} <= set(scalar):
+        written.append(_rl_summary(run, records, out_dir))
     return written
+
+
+def _rl_summary(run: Path, records: list[dict], out_dir: Path) -> Path:
+    """An RL run's story on one page: reward, accuracy (training batches and held-out evals), length."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    for ax, key in zip(axes, ("reward", "accuracy", "completion_length")):
+        ax.plot(*_series(records, key), label="training batches", alpha=0.8)
+        if key == "accuracy":
+            for k in sorted({k for r in records for k in r if k.startswith("eval/")}):
+                ax.plot(*_series(records, k), marker="o", label=f"held-out {k[5:]}")
+            ax.legend(fontsize=7)
+        ax.set_xlabel("step")
+        ax.set_title(key.replace("_", " "))
+        ax.grid(alpha=0.3)
+    fig.suptitle(run.name)
+    return _save(fig, out_dir / "rl_summary.png")
 
 
 def _save(fig, path: Path) -> Path:

@@ -1,0 +1,56 @@
+"""Verifiable rewards for one completion: the task's own check, the think format, a length cost.
+
+The trainer is task-agnostic: correctness is whatever `task.check` says about the
+visible answer, so a reward never knows more about a task than its check does.
+Only the answer after the closed think block is checked: a number left inside an
+unfinished chain of thought earns nothing. A completion cut by the token limit
+(finish reason `length`) has not answered: it earns nothing for correctness or
+format and pays the full length cost, so its reward is 0 without a length penalty
+and never above a finished completion's. Whether it also drops out of the loss is
+the trainer's `mask_truncated_completions`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ponder.engine.base import Completion
+from ponder.model.chat import ChatFormat
+from ponder.tasks import Problem, Task
+
+
+@dataclass(frozen=True)
+class Score:
+    reward: float
+    correct: bool
+    formatted: bool
+    truncated: bool
+
+
+def well_formed(chat: ChatFormat, text: str, finish_reason: str) -> bool:
+    """The prompt opened the think block; the completion closes it once and then ends with an answer."""
+    if finish_reason == "length" or chat.think_open in text or text.count(chat.think_close) != 1:
+        return False
+    return bool(chat.parse(text).answer)
+
+
+def visible_answer(chat: ChatFormat, text: str) -> str | None:
+    """The answer after the think block, or None when the block never closed."""
+    if chat.think_close not in text:
+        return None
+    return chat.parse(text).answer
+
+
+def score(task: Task, problem: Problem, chat: ChatFormat, completion: Completion, *,
+          correct_weight: float = 1.0, format_weight: float = 0.0, length_penalty: float = 0.0,
+          max_completion_length: int = 256) -> Score:
+    """correct_weight * correct + format_weight * well-formed - length_penalty * tokens / max_completion_length
+    (a truncated completion: -length_penalty)."""
+    if completion.finish_reason == "length":
+        return Score(-float(length_penalty), False, False, True)
+    answer = visible_answer(chat, completion.text)
+    correct = answer is not None and task.check(problem, answer)
+    formatted = well_formed(chat, completion.text, completion.finish_reason)
+    reward = (correct_weight * correct + format_weight * formatted
+              - length_penalty * completion.num_tokens / max_completion_length)
+    return Score(float(reward), correct, formatted, False)
