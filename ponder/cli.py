@@ -34,19 +34,45 @@ def cmd_ask(args) -> None:
     engine, tok, chat = _load(args.model)
     _check_question(args.question, tok)
     t0 = time.perf_counter()
-    thought = strategy_for_effort(args.effort, engine, chat, max_tokens=args.max_tokens, seed=args.seed).solve(args.question)
+    if args.strategy:
+        strategy = _search_strategy(args, engine, chat)
+    else:
+        strategy = strategy_for_effort(args.effort, engine, chat, max_tokens=args.max_tokens, seed=args.seed)
+    thought = strategy.solve(args.question, args.budget)
     seconds = time.perf_counter() - t0
     u = thought.usage
     if args.json:
-        print(json.dumps({"answer": thought.answer, "reasoning": thought.reasoning if args.show_reasoning else None,
-                          "finish_reason": thought.finish_reason,
-                          "usage": {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-                                    "reasoning_tokens": u.reasoning_tokens}, "seconds": round(seconds, 3)}))
+        out = {"answer": thought.answer, "reasoning": thought.reasoning if args.show_reasoning else None,
+               "finish_reason": thought.finish_reason,
+               "usage": {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+                         "reasoning_tokens": u.reasoning_tokens}, "seconds": round(seconds, 3)}
+        if args.show_tree:
+            out["tree"], out["budget_exhausted"] = thought.to_dict()["tree"], thought.budget_exhausted
+        print(json.dumps(out))
         return
+    if args.show_tree:
+        from ponder.think.show import describe
+
+        print(describe(thought))
     if args.show_reasoning:
         print("--- reasoning ---\n" + thought.reasoning + "\n--- answer ---")
     print(thought.answer if thought.answer else "(no answer: the token budget ran out while thinking)")
-    print(f"[{u.reasoning_tokens} reasoning tokens, {u.answer_tokens} answer tokens, {seconds:.2f}s, effort {args.effort}]")
+    how = f"strategy {args.strategy}" if args.strategy else f"effort {args.effort}"
+    cut = ", budget ran out: best answer so far" if thought.budget_exhausted else ""
+    print(f"[{u.reasoning_tokens} reasoning tokens, {u.answer_tokens} answer tokens, {seconds:.2f}s, {how}{cut}]")
+
+
+def _search_strategy(args, engine, chat):
+    """`ask --strategy NAME`: a strategy by name, with its verifier when it needs one."""
+    from ponder.think.registry import build_strategy
+
+    verifier = None
+    if args.verifier:
+        from ponder.reward import RewardModel
+
+        verifier = RewardModel.load(args.verifier)
+    return build_strategy(args.strategy, engine, chat, verifier, max_tokens=args.max_tokens, seed=args.seed,
+                          n=args.n, beam_width=args.beam_width, expansions=args.expansions)
 
 
 def cmd_eval(args) -> None:
@@ -84,6 +110,21 @@ def cmd_train_sft(args) -> None:
         text += "".join(f"\n# override: {k}={v!r}" for k, v in overrides.items())
     final = train_sft(cfg, resume=args.resume, config_text=text)
     print(f"model saved to {final}")
+
+
+def cmd_train_prm(args) -> None:
+    """`train prm` (and `train orm`, the same trainer on final correctness only)."""
+    from pathlib import Path
+
+    from ponder.config import load_config, parse_override
+    from ponder.train.prm import PRMConfig, train_prm
+
+    overrides = dict(parse_override(o) for o in args.set)
+    if args.trainer == "orm":
+        overrides["kind"] = "orm"
+    cfg = load_config(PRMConfig, args.config, overrides)
+    text = Path(args.config).read_text() + "".join(f"\n# override: {k}={v!r}" for k, v in overrides.items())
+    print(f"reward model saved to {train_prm(cfg, resume=args.resume, config_text=text)}")
 
 
 def cmd_train_grpo(args) -> None:
@@ -190,6 +231,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--json", action="store_true")
     a.add_argument("--max-tokens", type=int, default=768, help="cap on generated tokens per chain")
     a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--strategy", help="search strategy instead of the effort preset: cot, majority, best_of_n, "
+                                      "beam, dvts, mcts")
+    a.add_argument("--verifier", help="reward model directory (ponder train prm) for best_of_n, beam, dvts, mcts")
+    a.add_argument("--budget", type=int, help="hard cap on all generated tokens, every branch counted")
+    a.add_argument("-n", type=int, help="chains for majority, best_of_n and dvts")
+    a.add_argument("--beam-width", type=int, help="chains beam search keeps")
+    a.add_argument("--expansions", type=int, help="next steps sampled per kept chain (beam, dvts)")
+    a.add_argument("--show-tree", action="store_true", help="print the search tree (steps, scores, chosen path)")
     a.set_defaults(func=cmd_ask)
 
     e = sub.add_parser("eval", help="accuracy on held-out problems of one task and level")
@@ -209,6 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     s.set_defaults(func=cmd_train_sft)
+    for name, what in (("prm", "process reward model on Monte-Carlo step labels"),
+                       ("orm", "outcome reward model on final correctness (same config as prm)")):
+        r = t.add_parser(name, help=what)
+        r.add_argument("--config", required=True)
+        r.add_argument("--resume", action="store_true", help="continue labelling or training where it stopped")
+        r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+        r.set_defaults(func=cmd_train_prm)
     g = t.add_parser("grpo", help="reinforcement learning on verifiable rewards (GRPO)")
     g.add_argument("--config", required=True)
     g.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
@@ -247,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="ask the built-in model a few questions at each effort level")
     d.add_argument("--model", default="built-in")
     d.set_defaults(func=cmd_demo)
+
     return p
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Sequence
 
 from ponder import PonderError
@@ -44,6 +45,19 @@ class Node:
     visits: int = 0
     chosen: bool = False
     children: list["Node"] = field(default_factory=list)
+    answer: str | None = None  # set on a node whose chain ended with an answer
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Node":
+        known = {f.name for f in fields(cls)}
+        kids = [cls.from_dict(c) for c in d.get("children", [])]
+        return cls(**{k: v for k, v in d.items() if k in known and k != "children"}, children=kids)
+
+    def walk(self):
+        """This node and every node below it, depth first."""
+        yield self
+        for c in self.children:
+            yield from c.walk()
 
 
 @dataclass
@@ -53,11 +67,26 @@ class Thought:
     usage: Usage
     finish_reason: str = "stop"  # "length" when the budget ran out before an answer
     tree: Node | None = None
+    budget_exhausted: bool = False  # the search stopped at the budget; the answer is the best found by then
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["usage"]["answer_tokens"] = self.usage.answer_tokens
         return d
+
+    def to_json(self, **kw) -> str:
+        return json.dumps(self.to_dict(), **kw)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Thought":
+        usage = {k: v for k, v in d["usage"].items() if k in {f.name for f in fields(Usage)}}
+        tree = Node.from_dict(d["tree"]) if d.get("tree") is not None else None
+        return cls(d["answer"], d["reasoning"], Usage(**usage), d.get("finish_reason", "stop"), tree,
+                   d.get("budget_exhausted", False))
+
+    @classmethod
+    def from_json(cls, text: str) -> "Thought":
+        return cls.from_dict(json.loads(text))
 
 
 AnswerKey = Callable[[str], str]

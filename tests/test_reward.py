@@ -1,0 +1,210 @@
+"""Reward models: Monte-Carlo step labels, aggregation, the scalar head's positions, saving, training."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ponder import PonderError
+from ponder.engine.base import Completion, SamplingParams, cut_at_stop
+from ponder.model.chat import ChatFormat
+from ponder.reward import RewardModel, aggregate, rate
+from ponder.tasks import Problem
+from ponder.train.prm import PRMConfig, batch_loss, body_features, train_prm
+from ponder.train.prm_data import (
+    LabelledChain,
+    label_problems,
+    prefix_texts,
+    split_chain,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+CHAT = ChatFormat()
+TOKEN = re.compile(r"<\|end\|>|</think>|<think>|<\|user\|>|<\|assistant\|>|.", re.S)
+
+
+class ScriptEngine:
+    """Continues a prompt with the scripted completions that extend what is written after `<think>`,
+    sample j taking the j-th (wrapping); `cut` caps a completion's characters (a truncated answer)."""
+
+    def __init__(self, chains: list[str]) -> None:
+        self.chains, self.rows = chains, []
+
+    def count_tokens(self, text: str) -> int:
+        return len(TOKEN.findall(text))
+
+    def generate(self, prompts, params: SamplingParams, on_step=None):
+        out = []
+        for p in prompts:
+            written = p.split("<think>", 1)[1]
+            self.rows.append(written)
+            options = [c[len(written):] for c in self.chains if c.startswith(written)]
+            group = []
+            for j in range(params.n):
+                text, stop = cut_at_stop(options[j % len(options)], params.stop)
+                toks = TOKEN.findall(text)[: params.max_tokens]
+                finish = "eos" if text.endswith("<|end|>") and len(toks) == len(TOKEN.findall(text)) else "length"
+                group.append(Completion("".join(toks), list(range(len(toks))), finish, 0, stop))
+            out.append(group)
+        return out
+
+
+GOOD = "good1\ngood2</think>7<|end|>"
+BAD = "good1\nbad2</think>3<|end|>"
+PROBLEM = Problem("add", 1, "What is 3 + 4?", "7")
+
+
+def test_monte_carlo_labels_are_the_fraction_and_the_any_of_rollouts_that_end_correct():
+    # the policy writes GOOD three times in four, BAD once: after good1, 3 of 4 rollouts end right
+    engine = ScriptEngine([GOOD, GOOD, GOOD, BAD])
+    chains = label_problems(engine, CHAT, [PROBLEM], chains_per_problem=4, rollouts=4, temperature=1.0,
+                            max_tokens=64, seed=0)
+    assert [(c.steps, c.answer, c.correct) for c in chains] == [(["good1", "good2"], "7", True),
+                                                               (["good1", "bad2"], "3", False)]  # duplicates dropped
+    good, bad = chains
+    assert good.soft == [0.75, 1.0] and good.hard == [1.0, 1.0]
+    assert bad.soft == [0.75, 0.0] and bad.hard == [1.0, 0.0]
+    # the shared prefix `good1` was rolled out once; the last step's prefix closes the thinking
+    assert engine.rows.count("good1\n") == 1 and "good1\nbad2</think>" in engine.rows
+    assert good.targets("prm", "soft") == [0.75, 1.0, 1.0] and bad.targets("prm", "hard") == [1.0, 0.0, 0.0]
+    assert good.targets("orm", "soft") == [1.0] and bad.targets("orm", "hard") == [0.0]
+
+
+def test_a_rollout_whose_answer_the_cap_cut_does_not_count_as_correct():
+    engine = ScriptEngine(["s1</think>1234<|end|>"])
+    chains = label_problems(engine, CHAT, [Problem("add", 1, "What is 12 + 0?", "12")], 1, 2, 1.0,
+                            max_tokens=2, seed=0)  # a rollout from `s1</think>` writes "12" and is cut there
+    assert chains[0].answer is None and chains[0].soft == [0.0] and not chains[0].correct
+    assert split_chain(CHAT, "a\nb</think>5<|end|>") == (["a", "b"], "5")
+    assert split_chain(CHAT, "a\nb") == (["a", "b"], None)
+    assert prefix_texts(CHAT, ["a", "b", "c"]) == ["a\n", "a\nb\n", "a\nb\nc</think>"]
+
+
+def test_aggregation_by_hand():
+    scores = [0.9, 0.5, 0.8]
+    assert aggregate(scores, "last") == 0.8
+    assert aggregate(scores, "min") == 0.5
+    assert aggregate(scores, "prod") == pytest.approx(0.9 * 0.5 * 0.8)
+    assert aggregate([], "min") == 1.0 and aggregate([], "last") == 0.5
+    with pytest.raises(PonderError, match="unknown score aggregation 'mean'"):
+        aggregate(scores, "mean")
+
+
+@pytest.fixture(scope="module")
+def rm(micro_dir):
+    return RewardModel.from_policy(micro_dir, kind="prm", seed=0)
+
+
+def test_the_head_reads_each_step_boundary_and_the_answer_end(rm):
+    q, steps = "What is 3 + 4?", ["3+4=7", "ok"]
+    enc = rm.encode(q, steps, "7")
+    tok = rm.tokenizer
+    prompt = CHAT.prompt(q)
+    expected = [len(tok(prompt + t, add_special_tokens=False)["input_ids"]) - 1
+                for t in ("3+4=7\n", "3+4=7\nok</think>", "3+4=7\nok</think>7<|end|>")]
+    assert enc.positions == expected
+    assert [tok.convert_ids_to_tokens(enc.ids[p]) for p in enc.positions] == ["\n", "</think>", "<|end|>"]
+    # the score at a position is the head on the body's hidden state there, nothing else
+    with torch.no_grad():
+        hidden = rm.model.base_model(input_ids=torch.tensor([enc.ids])).last_hidden_state[0]
+        manual = torch.sigmoid(rm.head(hidden[expected]).squeeze(-1)).tolist()
+    assert rm.score(q, steps, "7") == pytest.approx(manual, abs=1e-5)
+    assert len(rm.score(q, steps)) == 2 and len(rm.score(q, [], "7")) == 1
+
+
+def test_scores_do_not_depend_on_batching_or_on_what_comes_later(rm):
+    qs = ["What is 3 + 4?", "What is 12 + 30?", "Hi"]
+    chains = [["3+4=7"], ["2+0=2", "1+3=4", "so 42"], []]
+    answers = ["7", None, "x"]
+    batch = rm.score_batch(qs, chains, answers)
+    for q, c, a, b in zip(qs, chains, answers, batch):
+        assert rm.score(q, c, a) == pytest.approx(b, abs=1e-5)
+    longer = rm.score(qs[1], chains[1] + ["more"], None)
+    assert longer[:3] == pytest.approx(batch[1], abs=1e-5)  # a step's score sees only what came before it
+    agg = rate(rm, qs, chains, answers, "min")
+    assert agg == pytest.approx([min(s) for s in batch])
+
+
+def test_a_frozen_body_trains_the_head_on_cached_features_with_the_same_loss(rm, tmp_path):
+    lines = _labels(tmp_path / "l.jsonl").read_text().splitlines()[:6]
+    chains = [LabelledChain.from_dict(json.loads(line)) for line in lines]
+    for kind in ("prm", "orm"):
+        with torch.no_grad():
+            direct, n = batch_loss(rm, chains, kind, "soft")
+            cached, m = batch_loss(rm, chains, kind, "soft", body_features(rm, chains))
+        assert n == m == (18 if kind == "prm" else 6) and float(cached) == pytest.approx(float(direct), abs=1e-5)
+
+
+def test_save_and_load_give_the_same_scores(rm, tmp_path):
+    before = rm.score("What is 3 + 4?", ["3+4=7"], "7")
+    rm.save(tmp_path / "rm")
+    back = RewardModel.load(tmp_path / "rm")
+    assert back.kind == "prm" and back.aggregation == "min"
+    assert back.score("What is 3 + 4?", ["3+4=7"], "7") == pytest.approx(before, abs=1e-6)
+    assert json.loads((tmp_path / "rm" / "config.json").read_text())["architectures"] == ["LlamaForTokenClassification"]
+    with pytest.raises(PonderError, match="not a reward model directory"):
+        RewardModel.load(tmp_path)
+
+
+def _labels(path):
+    """Learnable labels: a step that says `ok` leads to a right answer, one that says `no` does not."""
+    rows = []
+    for i in range(40):
+        q = f"Is {i} fine?"
+        for good in (True, False):
+            steps = [f"{i} looks", "ok" if good else "no"]
+            rows.append(LabelledChain(q, "yes", steps, "yes" if good else "nope", good,
+                                      soft=[0.5, 1.0 if good else 0.0], hard=[1.0, 1.0 if good else 0.0]).to_dict())
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _cfg(tmp_path, micro_dir, name, **kw):
+    base = dict(output_dir=str(tmp_path / name), policy=str(micro_dir), labels_path=str(_labels(tmp_path / "l.jsonl")),
+                max_steps=40, per_device_train_batch_size=8, learning_rate=3e-2, warmup_steps=0,
+                lr_scheduler_type="constant", eval_fraction=0.2, eval_steps=40, logging_steps=5, save_steps=20,
+                torch_threads=1)
+    base.update(kw)
+    return PRMConfig(**base)
+
+
+def test_training_fits_the_labels_and_the_saved_model_scores_good_steps_higher(tmp_path, micro_dir):
+    final = train_prm(_cfg(tmp_path, micro_dir, "prm", train_body=True, body_learning_rate=3e-3))
+    records = [json.loads(line) for line in (tmp_path / "prm" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert losses[-1] < 0.5 * losses[0]
+    evals = [r for r in records if "eval/loss" in r]
+    assert evals and evals[-1]["eval/select_acc"] == 1.0
+    rm = RewardModel.load(final)
+    ok, no = rm.score("Is 7 fine?", ["7 looks", "ok"], "yes"), rm.score("Is 7 fine?", ["7 looks", "no"], "nope")
+    assert ok[1] > 0.8 and no[1] < 0.2
+
+
+def test_an_orm_trains_only_the_final_position_and_resume_continues_exactly(tmp_path, micro_dir):
+    train_prm(_cfg(tmp_path, micro_dir, "cut", kind="orm", max_steps=20, save_steps=10))
+    resumed = train_prm(_cfg(tmp_path, micro_dir, "cut", kind="orm", max_steps=30, save_steps=10), resume=True)
+    straight = train_prm(_cfg(tmp_path, micro_dir, "straight", kind="orm", max_steps=30, save_steps=10))
+    a, b = load_file(resumed / "model.safetensors"), load_file(straight / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+    assert RewardModel.load(resumed).kind == "orm" and RewardModel.load(resumed).aggregation == "last"
+    def losses(run):
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return [(r["step"], r["loss"]) for r in map(json.loads, lines) if "loss" in r]
+
+    assert losses("cut") == losses("straight")  # nothing lost, nothing logged twice
+    with pytest.raises(PonderError, match="--resume"):
+        train_prm(_cfg(tmp_path, micro_dir, "cut", kind="orm"))
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("rollouts", 0, "rollouts"), ("sample_temperature", 0.0, "sampling"), ("levels", [99], "levels"),
+    ("eval_fraction", 1.0, "eval_fraction"), ("learning_rate", -1.0, "learning_rate"),
+])
+def test_bad_config_is_refused_naming_the_field(field, value, message):
+    with pytest.raises(PonderError, match=message):
+        PRMConfig(**{field: value})

@@ -1,0 +1,252 @@
+"""Verifier-guided strategies on a scripted engine and a table verifier: choices, trees, budgets, usage."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ponder import PonderError
+from ponder.engine.base import Capabilities, Completion, SamplingParams, cut_at_stop
+from ponder.model.chat import ChatFormat
+from ponder.think.base import Thought
+from ponder.think.mcts import MCTS
+from ponder.think.registry import build_strategy
+from ponder.think.search import DVTS, BeamSearch
+from ponder.think.show import describe
+from ponder.think.verified import BestOfN, pick
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+CHAT = ChatFormat()
+TOKEN = re.compile(r"<\|end\|>|</think>|<think>|<\|user\|>|<\|assistant\|>|.", re.S)
+
+
+def tokens(text: str) -> list[str]:
+    return TOKEN.findall(text)
+
+
+class WorldEngine:
+    """A scripted model: it can only write one of `chains` (whole completions).
+
+    A call continues each prompt with the chains that extend what is already
+    written after `<think>`; sample j of a prompt takes the j-th of them (the
+    same prompt repeated in one call takes the next ones), wrapping around.
+    Markers are one token, every other character is one.
+    """
+
+    capabilities = Capabilities(streaming=False)
+
+    def __init__(self, chains: list[str], fallback: str = "0<|end|>") -> None:
+        self.chains, self.fallback = chains, fallback
+        self.generated = 0
+        self.calls: list[tuple[list[str], SamplingParams]] = []
+
+    def count_tokens(self, text: str) -> int:
+        return len(tokens(text))
+
+    def generate(self, prompts, params, on_step=None):
+        self.calls.append((list(prompts), params))
+        seen: dict[str, int] = {}
+        out = []
+        for p in prompts:
+            written = p.split("<think>", 1)[1]
+            options = [c[len(written):] for c in self.chains if c.startswith(written)] or [self.fallback]
+            first = seen.get(p, 0)
+            seen[p] = first + params.n
+            out.append([self._complete(options[(first + j) % len(options)], params, p) for j in range(params.n)])
+        return out
+
+    def _complete(self, rest: str, params: SamplingParams, prompt: str) -> Completion:
+        text, stop = cut_at_stop(rest, params.stop)
+        toks = tokens(text)
+        finish = "stop" if stop else "eos" if text.endswith("<|end|>") else "length"
+        if len(toks) > params.max_tokens:
+            toks, finish, stop = toks[: params.max_tokens], "length", None
+        self.generated += len(toks)
+        return Completion("".join(toks), list(range(len(toks))), finish, self.count_tokens(prompt), stop)
+
+
+class TableVerifier:
+    """Scores each step (and answer) from a table; anything else gets `default`."""
+
+    def __init__(self, table: dict[str, float], aggregation: str = "last", default: float = 0.5) -> None:
+        self.table, self.aggregation, self.default = table, aggregation, default
+        self.calls = 0
+
+    def score_batch(self, questions, chains, answers):
+        self.calls += 1
+        return [[self.table.get(s, self.default) for s in steps] +
+                ([self.table.get(f"={a}", self.default)] if a is not None else [])
+                for steps, a in zip(chains, answers)]
+
+
+Q = "What is the thing?"
+
+
+def test_weighted_best_of_n_sums_scores_per_answer_where_naive_takes_the_single_best():
+    world = WorldEngine(["a1\na2</think>5<|end|>", "b1\nb2</think>5<|end|>", "c1\nc2</think>5<|end|>",
+                         "d1\nd2</think>7<|end|>"])
+    v = TableVerifier({"=5": 0.5, "=7": 0.9})  # "last": the answer's score decides
+    naive = BestOfN(world, CHAT, v, n=4, weighted=False).solve(Q)
+    weighted = BestOfN(world, CHAT, v, n=4, weighted=True).solve(Q)
+    assert naive.answer == "7" and weighted.answer == "5"  # 3 x 0.5 = 1.5 > 0.9
+    assert [c.chosen for c in naive.tree.children] == [False, False, False, True]
+    assert sum(c.chosen for c in weighted.tree.children) == 1
+    assert [c.answer for c in weighted.tree.children] == ["5", "5", "5", "7"]
+    assert pick(["x", "y", "x"], [0.2, 0.3, 0.2], weighted=True) == 0  # tie on the sum: first seen answer
+    assert pick(["x", "y", "x"], [0.2, 0.3, 0.25], weighted=False) == 1
+
+
+def test_beam_search_keeps_the_top_k_by_score_and_marks_the_chosen_path():
+    world = WorldEngine(["p\np2\np3</think>1<|end|>", "q\nq2\nq3</think>2<|end|>", "r\nr2\nr3</think>3<|end|>",
+                         "s\ns2\ns3</think>4<|end|>"])
+    v = TableVerifier({"p": 0.9, "q": 0.1, "r": 0.8, "s": 0.2, "p2": 0.3, "r2": 0.6, "=1": 0.5, "=3": 0.7})
+    th = BeamSearch(world, CHAT, v, beam_width=2, expansions=2, weighted=False).solve(Q)
+    first = {n.text: n for n in th.tree.children}
+    assert set(first) == {"p", "q", "r", "s"}
+    assert [t for t, n in first.items() if n.children] == ["p", "r"]  # only the two best were expanded
+    assert first["p"].visits == first["r"].visits == 1 and first["q"].visits == 0
+    assert th.answer == "3" and th.reasoning == "r\nr2\nr3"  # answer 3 (0.7) beats answer 1 (0.5) at the end
+    chosen = [n.text for n in th.tree.walk() if n.chosen]
+    assert chosen == ["r", "r2", "r3"]
+    assert th.finish_reason == "stop" and not th.budget_exhausted
+    assert th.usage.completion_tokens == world.generated
+    text = describe(th)
+    assert "|-* [0.800] r\n" in text and "* [0.700] r3  => 3" in text and "|-  [0.100] q\n" in text
+
+
+def test_dvts_keeps_one_chain_per_subtree():
+    world = WorldEngine(["a\naa</think>1<|end|>", "b\nbb</think>2<|end|>", "c\ncc</think>3<|end|>",
+                         "d\ndd</think>4<|end|>"])
+    v = TableVerifier({"a": 0.9, "b": 0.8, "c": 0.1, "d": 0.2, "=4": 0.9})
+    th = DVTS(world, CHAT, v, n=4, expansions=2).solve(Q)
+    expanded = sorted(n.text for n in th.tree.children if n.children)
+    assert expanded == ["a", "d"]  # subtree {a, b} keeps a; subtree {c, d} keeps d (beam would keep a and b)
+    beam = BeamSearch(world, CHAT, v, beam_width=2, expansions=2).solve(Q)
+    assert sorted(n.text for n in beam.tree.children if n.children) == ["a", "b"]
+    assert th.answer == "4"
+
+
+def test_mcts_spends_its_simulations_where_the_values_are_high():
+    world = WorldEngine([f"{p}\n{p}{i}\n{p}{i}{j}</think>{p}<|end|>" for i in range(2) for j in range(2) for p in "gb"])
+    v = TableVerifier({"g": 0.9, "b": 0.1, "=g": 0.9, "=b": 0.1}, default=0.6)
+    th = MCTS(world, CHAT, v, simulations=12, expansions=2, c_puct=0.5).solve(Q)
+    good, bad = (next(n for n in th.tree.children if n.text == t) for t in ("g", "b"))
+    assert good.visits > 2 * bad.visits and th.tree.visits == sum(n.visits for n in th.tree.children)
+    assert th.answer == "g" and [n.text for n in th.tree.walk() if n.chosen][0] == "g"
+    assert th.usage.completion_tokens == world.generated
+
+
+def test_an_answer_cut_at_the_step_separator_is_written_to_its_end():
+    world = WorldEngine(["s1\ns2</think>\nthe answer is 5<|end|>"])
+    th = BeamSearch(world, CHAT, TableVerifier({}), beam_width=1, expansions=1).solve(Q)
+    assert th.answer == "the answer is 5" and th.reasoning == "s1\ns2"
+    assert th.usage.completion_tokens == world.generated
+    assert th.usage.answer_tokens == len(tokens("\nthe answer is 5<|end|>"))
+
+
+def test_lookahead_scores_a_step_by_where_greedy_steps_lead():
+    world = WorldEngine(["x\nx2\nx3</think>1<|end|>", "y\ny2\ny3</think>2<|end|>"])
+    v = TableVerifier({"x": 0.9, "y": 0.2, "x2": 0.1, "y2": 0.8, "x3": 0.1, "y3": 0.8})
+    plain = BeamSearch(world, CHAT, v, beam_width=1, expansions=2).solve(Q)
+    ahead = BeamSearch(world, CHAT, v, beam_width=1, expansions=2, lookahead=1).solve(Q)
+    assert plain.answer == "1" and ahead.answer == "2"
+    assert ahead.usage.completion_tokens == world.generated - plain.usage.completion_tokens
+
+
+def test_when_nothing_finishes_the_best_chain_is_closed_and_answers():
+    world = WorldEngine(["a\nb\nc\nd\ne\nf\ng\nh</think>9<|end|>"], fallback="7<|end|>")
+    th = BeamSearch(world, CHAT, TableVerifier({}), beam_width=1, expansions=1, max_depth=3).solve(Q)
+    assert th.answer == "7" and th.reasoning == "a\nb\nc" and not th.budget_exhausted
+    assert th.usage.completion_tokens == world.generated + 1  # + the think-close marker written for it
+
+
+STRATEGIES = {
+    "best_of_n": lambda e, v: BestOfN(e, CHAT, v, n=4),
+    "beam": lambda e, v: BeamSearch(e, CHAT, v, beam_width=2, expansions=3, max_step_tokens=12),
+    "beam_lookahead": lambda e, v: BeamSearch(e, CHAT, v, beam_width=2, expansions=2, lookahead=2,
+                                              max_step_tokens=12),
+    "dvts": lambda e, v: DVTS(e, CHAT, v, n=6, expansions=2, max_step_tokens=12),
+    "mcts": lambda e, v: MCTS(e, CHAT, v, simulations=10, expansions=2, max_step_tokens=12),
+}
+WORLD = ["\n".join(f"{p}{i}=step{i}" for i in range(2)) + "</think>\nso 3\nor 4<|end|>" for p in "gh"] + \
+        ["\n".join(f"{p}{i}=step{i}" for i in range(5)) + f"</think>{k}<|end|>" for k, p in enumerate("abcd")] + \
+        ["\n".join(f"{p}{i}=step{i}" for i in range(3)) + "</think>3<|end|>" for p in "ef"]
+
+
+@settings(max_examples=120, deadline=None)
+@given(name=st.sampled_from(sorted(STRATEGIES)), budget=st.one_of(st.none(), st.integers(1, 400)),
+       scores=st.lists(st.floats(0, 1), min_size=30, max_size=30))
+def test_no_strategy_generates_past_its_budget_and_every_token_is_counted(name, budget, scores):
+    world = WorldEngine(WORLD, fallback="1<|end|>")
+    steps = sorted({s for c in WORLD for s in c.split("</think>")[0].split("\n")})
+    v = TableVerifier(dict(zip(steps, scores)))
+    th = STRATEGIES[name](world, v).solve(Q, budget)
+    u = th.usage
+    if budget is not None:
+        assert u.completion_tokens <= budget
+    assert u.completion_tokens - world.generated in (0, 1)  # 1: a think-close written to force an answer
+    assert 0 <= u.answer_tokens <= u.completion_tokens and u.reasoning_tokens <= u.completion_tokens
+    assert th.answer or th.finish_reason == "length"
+    if budget is None or budget >= 2000:
+        assert not th.budget_exhausted
+    assert Thought.from_json(th.to_json()) == th
+
+
+def test_a_thought_and_its_tree_round_trip_through_json():
+    world = WorldEngine(WORLD)
+    th = BeamSearch(world, CHAT, TableVerifier({"a0=step0": 0.7}), beam_width=2, expansions=2).solve(Q, 120)
+    back = Thought.from_json(th.to_json())
+    assert back == th and back.tree.children[0].score == th.tree.children[0].score
+    assert back.to_dict()["usage"]["answer_tokens"] == th.usage.answer_tokens
+
+
+def test_a_batch_of_questions_shares_engine_calls():
+    world = WorldEngine(WORLD)
+    beam = BeamSearch(world, CHAT, TableVerifier({}), beam_width=2, expansions=2)
+    one = beam.solve(Q)
+    calls = len(world.calls)
+    both = beam.solve_batch([Q, "Another one?"])
+    assert len(world.calls) - calls == calls  # two questions, the same number of calls as one
+    assert both[0] == one
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda e, v: BeamSearch(e, CHAT, v, beam_width=0), "beam_width must be >= 1"),
+    (lambda e, v: BeamSearch(e, CHAT, v, expansions=0), "expansions must be >= 1"),
+    (lambda e, v: BeamSearch(e, CHAT, v, lookahead=-1), "lookahead must be >= 0"),
+    (lambda e, v: DVTS(e, CHAT, v, n=0), "n and expansions"),
+    (lambda e, v: MCTS(e, CHAT, v, simulations=0), "simulations must be >= 1"),
+    (lambda e, v: MCTS(e, CHAT, v, c_puct=-1), "c_puct must be >= 0"),
+    (lambda e, v: BestOfN(e, CHAT, v, n=0), "n >= 1"),
+    (lambda e, v: BestOfN(e, CHAT, v, aggregation="mean"), "unknown score aggregation"),
+    (lambda e, v: BeamSearch(e, CHAT, None), "needs a verifier"),
+    (lambda e, v: build_strategy("nosuch", e, CHAT, v), "unknown strategy"),
+    (lambda e, v: build_strategy("beam", e, CHAT, None), "needs a verifier"),
+    (lambda e, v: BeamSearch(e, CHAT, v).solve(Q, -5), "budget must be >= 1"),
+    (lambda e, v: BestOfN(e, CHAT, v).solve(Q, 0), "budget must be >= 1"),
+])
+def test_bad_parameters_give_a_clear_error(make, message):
+    with pytest.raises(PonderError, match=message):
+        make(WorldEngine(WORLD), TableVerifier({}))
+
+
+def test_ask_prints_the_search_tree_and_its_json(micro_dir, tmp_path, capsys):
+    from ponder.cli import main
+    from ponder.reward import RewardModel
+
+    RewardModel.from_policy(micro_dir).save(tmp_path / "rm")
+    args = ["ask", "What is 2 + 3?", "--model", str(micro_dir), "--strategy", "beam", "--verifier",
+            str(tmp_path / "rm"), "--beam-width", "2", "--expansions", "2", "--budget", "48", "--max-tokens", "24"]
+    assert main(args + ["--show-tree"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("search tree:") and "(root)" in out and "strategy beam" in out
+    assert main(args + ["--show-tree", "--json"]) == 0
+    d = __import__("json").loads(capsys.readouterr().out)
+    assert d["tree"]["children"] and d["usage"]["completion_tokens"] <= 48
+    assert main(["ask", "What is 2 + 3?", "--model", str(micro_dir), "--strategy", "dvts"]) == 2
+    assert "needs a verifier" in capsys.readouterr().err
+    assert main(["train", "prm", "--config", "/no/such.yaml"]) == 2
+    assert "config file does not exist" in capsys.readouterr().err
