@@ -17,23 +17,26 @@ positive integer results) and writes the new state, sorted. For
 ``Using the numbers 1, 1, 2, 6, make 16.``::
 
     6*2=12 [1 1 12]
-    12+1=13 [1 13] no
-    12-1=11 [1 11] no
-    1+1=2 [2 12] no
+    12+1=13 [1 13] 14 12 no
+    12-1=11 [1 11] 12 10 no
+    1+1=2 [2 12] 14 10 24 6 no
     back [1 1 2 6]
     6+2=8 [1 1 8]
-    1+1=2 [2 8]
+    1+1=2 [2 8] 10 6 16
     8*2=16 [16]
     (6+2)*(1+1)=16
 
 Moves are tried closest to the target first (with a little random
 tie-breaking), and a move that makes the target always first. A move that
-leaves two numbers from which no single operation makes the target ends with
-`` no``; the next move is then another one from the same state. When a state
-has no untried move left, ``back [...]`` returns to its parent. Nothing in the
-trace uses knowledge the player would not have: no move is skipped because a
-solver knows it fails. That makes traces long when the search is unlucky:
-with 4 numbers the median trace is about 270 characters and one in four is
+leaves two numbers writes out what one operation on them makes (in the order
++ - * /, up to the target): ending in ``no`` when none is the target, a dead
+end, after which the next move is another one from the same state. Writing the
+results out, rather than only the verdict, makes each check a step the model
+computes instead of a lookahead it must do silently. When a state has no
+untried move left, ``back [...]`` returns to its parent. Nothing in the trace
+uses knowledge the player would not have: no move is skipped because a solver
+knows it fails. That makes traces long when the search is unlucky: with 4
+numbers the median trace is about 400 characters and about one in three is
 longer than 900; with 5 numbers the median is several thousand.
 """
 
@@ -193,12 +196,17 @@ class _Search:
         kids.sort(key=lambda k: (k[0], k[1]))
         return [(line, child) for _, _, line, child in kids]
 
-    def _dead_end(self, state) -> bool:
-        """Two numbers left, neither is the target, and no single operation on them makes it."""
+    def _leaf_check(self, state) -> tuple[str, bool] | None:
+        """For two numbers left (neither the target): what their one operation makes, written out
+        in the order + - * / up to the target, and whether that is a dead end. None otherwise."""
         if len(state) != 2 or any(v == self.target for v, _ in state):
-            return False
-        a, b = state[1][0], state[0][0]
-        return all(r != self.target for _, r in _combine(a, b))
+            return None
+        results = []
+        for _, r in _combine(state[1][0], state[0][0]):
+            results.append(str(r))
+            if r == self.target:
+                return " ".join(results), False
+        return " ".join(results + ["no"]), True
 
     def trace(self, nums: tuple[int, ...]) -> tuple[list[str], str]:
         root = tuple((v, v) for v in sorted(nums))
@@ -220,9 +228,12 @@ class _Search:
                 lines.append(f"back {_fmt(v for v, _ in path[-1][0])}")
                 continue
             line, child = todo.pop(0)
-            if self._dead_end(child):
-                lines.append(f"{line} no")
-                continue
+            check = self._leaf_check(child)
+            if check is not None:
+                line = f"{line} {check[0]}"
+                if check[1]:
+                    lines.append(line)
+                    continue
             lines.append(line)
             path.append((child, self.children(child)))
 
