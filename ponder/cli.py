@@ -71,8 +71,15 @@ def _search_strategy(args, engine, chat):
         from ponder.reward import RewardModel
 
         verifier = RewardModel.load(args.verifier)
+    policy = None
+    if getattr(args, "policy", None):
+        from ponder.think.adaptive import load_policy
+
+        if args.strategy != "adaptive":
+            raise PonderError("--policy is for --strategy adaptive")
+        policy = load_policy(args.policy)
     return build_strategy(args.strategy, engine, chat, verifier, max_tokens=args.max_tokens, seed=args.seed,
-                          n=args.n, beam_width=args.beam_width, expansions=args.expansions)
+                          n=args.n, beam_width=args.beam_width, expansions=args.expansions, policy=policy)
 
 
 def cmd_eval(args) -> None:
@@ -80,6 +87,8 @@ def cmd_eval(args) -> None:
     from ponder.tasks import get_task
     from ponder.think import strategy_for_effort
 
+    if args.task is None or args.level is None:
+        raise PonderError("eval needs --task and --level (or: ponder eval scaling --task T --level L ...)")
     task = get_task(args.task)
     if args.n < 1:
         raise PonderError(f"-n must be a positive number of problems, got {args.n}")
@@ -95,6 +104,40 @@ def cmd_eval(args) -> None:
         print(f"{args.task} level {args.level} ({task.describe_level(args.level)}), effort {args.effort}: "
               f"accuracy {s['accuracy']:.1%} on {s['n']} held-out problems, "
               f"{s['completion_tokens_per_question']:.0f} tokens/question, {s['seconds']:.1f}s")
+
+
+def cmd_eval_scaling(args) -> None:
+    """`eval scaling`: checks every input before loading anything, then writes JSON, Markdown and PNG."""
+    import random
+    from pathlib import Path
+
+    from ponder.eval_scaling import ScalingConfig, parse_budgets, parse_list, run_scaling, write_report
+    from ponder.evaluate import heldout_problems
+    from ponder.tasks import get_task
+
+    get_task(args.task).sample(random.Random(0), args.level)  # validates the task and level
+    cfg = ScalingConfig(args.task, args.level, parse_list(args.strategies, "strategies"), parse_budgets(args.budgets),
+                        n=args.n, samples=args.samples, seed=args.seed, max_tokens=args.max_tokens, model=args.model,
+                        verifier=args.verifier, base_quantile=args.base_quantile)
+    from ponder.think.registry import NEEDS_VERIFIER
+
+    needs = [s for s in cfg.strategies if s in NEEDS_VERIFIER]
+    if needs and not args.verifier:
+        raise PonderError(f"strategies {', '.join(needs)} need a verifier: pass --verifier PATH")
+    problems = heldout_problems(args.task, args.level, args.n, args.seed)
+    engine, _, chat = _load(args.model)
+    verifier = None
+    if args.verifier:
+        from ponder.reward import RewardModel
+
+        verifier = RewardModel.load(args.verifier)
+    out = Path(args.out or f"runs/scaling-{args.task}-L{args.level}")
+    report = run_scaling(engine, chat, cfg, problems, verifier, out=out, progress=not args.no_progress)
+    paths = write_report(report, out)
+    best = max(report["results"], key=lambda r: (r["accuracy"], -r["mean_tokens"]))
+    print(f"{report['n']} questions, base budget {report['base_tokens']} tokens, greedy {report['greedy_accuracy']:.1%}; "
+          f"best: {best['strategy']} x{best['multiplier']} {best['accuracy']:.1%} at {best['mean_tokens']:.0f} tokens")
+    print("wrote " + ", ".join(str(p) for p in paths))
 
 
 def cmd_train_sft(args) -> None:
@@ -232,18 +275,20 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--max-tokens", type=int, default=768, help="cap on generated tokens per chain")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--strategy", help="search strategy instead of the effort preset: cot, majority, best_of_n, "
-                                      "beam, dvts, mcts")
-    a.add_argument("--verifier", help="reward model directory (ponder train prm) for best_of_n, beam, dvts, mcts")
+                                      "beam, dvts, mcts, revise, adaptive")
+    a.add_argument("--verifier", help="reward model directory (ponder train prm) for best_of_n, beam, dvts, mcts; "
+                                      "optional for revise and adaptive")
+    a.add_argument("--policy", help="adaptive: a YAML or JSON policy table (see ponder/think/adaptive.py)")
     a.add_argument("--budget", type=int, help="hard cap on all generated tokens, every branch counted")
-    a.add_argument("-n", type=int, help="chains for majority, best_of_n and dvts")
+    a.add_argument("-n", type=int, help="chains for majority, best_of_n and dvts; attempts for revise")
     a.add_argument("--beam-width", type=int, help="chains beam search keeps")
     a.add_argument("--expansions", type=int, help="next steps sampled per kept chain (beam, dvts)")
     a.add_argument("--show-tree", action="store_true", help="print the search tree (steps, scores, chosen path)")
     a.set_defaults(func=cmd_ask)
 
-    e = sub.add_parser("eval", help="accuracy on held-out problems of one task and level")
-    e.add_argument("--task", required=True)
-    e.add_argument("--level", type=int, required=True)
+    e = sub.add_parser("eval", help="accuracy on held-out problems of one task and level (eval scaling: curves)")
+    e.add_argument("--task", help="task family (required)")
+    e.add_argument("--level", type=int, help="difficulty level (required)")
     e.add_argument("-n", type=int, default=200)
     e.add_argument("--effort", choices=["low", "medium", "high"], default="low")
     e.add_argument("--model", default="built-in")
@@ -251,6 +296,25 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-tokens", type=int, default=768)
     e.add_argument("--seed", type=int, default=0)
     e.set_defaults(func=cmd_eval)
+    es = e.add_subparsers(dest="eval_kind").add_parser(
+        "scaling", help="accuracy against generated tokens per strategy and budget, overall and by difficulty bin")
+    es.add_argument("--task", required=True)
+    es.add_argument("--level", type=int, required=True)
+    es.add_argument("--strategies", default="cot,majority,adaptive",
+                    help="comma-separated: cot, majority, best_of_n, beam, dvts, mcts, revise, adaptive")
+    es.add_argument("--budgets", default="1,2,4,8,16",
+                    help="multipliers of the base budget (a quantile of greedy chain lengths), e.g. 1,2,4,8,16,32,64")
+    es.add_argument("--base-quantile", type=float, default=0.9,
+                    help="the base budget is this quantile of the greedy chains' lengths (0.5: median)")
+    es.add_argument("--verifier", help="reward model directory, for best_of_n, beam, dvts, mcts (and revise, adaptive)")
+    es.add_argument("-n", type=int, default=64, help="held-out questions")
+    es.add_argument("--samples", type=int, default=16, help="sampled chains per question for its pass rate (bins)")
+    es.add_argument("--model", default="built-in")
+    es.add_argument("--out", help="results folder (default runs/scaling-TASK-LLEVEL)")
+    es.add_argument("--max-tokens", type=int, default=768, help="cap on generated tokens per chain")
+    es.add_argument("--seed", type=int, default=0)
+    es.add_argument("--no-progress", action="store_true", help="no progress bar")
+    es.set_defaults(func=cmd_eval_scaling)
 
     t = sub.add_parser("train", help="train a model").add_subparsers(dest="trainer", required=True)
     s = t.add_parser("sft", help="supervised training on reference chains of thought")

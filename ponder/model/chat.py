@@ -9,7 +9,7 @@ think markers that can be configured.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Literal
+from typing import Iterable, Literal, Sequence
 
 from ponder import PonderError
 from ponder.model import tokenizer as tk
@@ -37,6 +37,8 @@ class ChatFormat:
     end: str = tk.END
     step_sep: str = "\n"
     hf_tokenizer: object | None = None  # set for models with their own chat template
+    # The user turn that asks for a revision after an earlier attempt (see `revision_messages`).
+    revise_instruction: str = "Your answer may be wrong. Think again."
 
     @classmethod
     def for_tokenizer(cls, tokenizer, think_open: str = "<think>", think_close: str = "</think>") -> "ChatFormat":
@@ -74,6 +76,22 @@ class ChatFormat:
 
     def prompt(self, question: str) -> str:
         return self.render([Message("user", question)])
+
+    def revision_messages(self, question: str | Sequence[Message], answers: Sequence[str]) -> list[Message]:
+        """The conversation a revision is written in: the question, then per earlier attempt its answer as
+        the assistant's turn and `revise_instruction` as the user's.
+
+        Only the earlier answers are shown, as `render` does for every earlier turn: o1 drops reasoning
+        between turns, and whole chains would soon fill a small model's context. The revision thinks anew.
+        """
+        messages = [Message("user", question)] if isinstance(question, str) else list(question)
+        for answer in answers:
+            messages += [Message("assistant", answer), Message("user", self.revise_instruction)]
+        return messages
+
+    def revision_prompt(self, question: str | Sequence[Message], answers: Sequence[str]) -> str:
+        """The prompt of a revision after `answers` (the first attempt's prompt when there are none)."""
+        return self.render(self.revision_messages(question, answers))
 
     def completion(self, steps: Iterable[str], answer: str) -> str:
         """The target text after the prompt: hidden steps, then the visible answer."""

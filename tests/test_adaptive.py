@@ -1,0 +1,311 @@
+"""adaptive and revise on scripted engines: early stopping, spending more, budgets, choosing by verifier;
+revision training pairs."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ponder import PonderError
+from ponder.engine.base import Capabilities, Completion, SamplingParams, cut_at_stop
+from ponder.model.chat import ChatFormat
+from ponder.tasks import Problem
+from ponder.think.adaptive import Adaptive, AdaptivePolicy, Tier, estimate
+from ponder.think.base import Thought
+from ponder.think.registry import build_strategy, scaled_params
+from ponder.think.revise import Revise
+from ponder.train.revise_data import Attempt, encode, revision_examples
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+CHAT = ChatFormat()
+TOKEN = re.compile(r"<\|end\|>|</think>|<think>|<\|user\|>|<\|assistant\|>|.", re.S)
+Q = "What is the thing?"
+
+
+def tokens(text: str) -> list[str]:
+    return TOKEN.findall(text)
+
+
+class VoteEngine:
+    """Each completion for a question takes the next of its scripted answers (wrapping around), greedy or not.
+
+    A completion is `work\\nso A</think>A<|end|>`: markers are one token, other characters one each.
+    """
+
+    capabilities = Capabilities(streaming=False)
+
+    def __init__(self, answers: dict[str, list[str]]) -> None:
+        self.answers, self.cursor, self.generated = answers, {q: 0 for q in answers}, 0
+        self.calls: list[tuple[list[str], SamplingParams]] = []
+
+    def count_tokens(self, text: str) -> int:
+        return len(tokens(text))
+
+    def generate(self, prompts, params, on_step=None):
+        self.calls.append((list(prompts), params))
+        out = []
+        for p in prompts:
+            q = p.split("<|user|>", 1)[1].split("<|assistant|>", 1)[0]
+            group = []
+            for _ in range(params.n):
+                a = self.answers[q][self.cursor[q] % len(self.answers[q])]
+                self.cursor[q] += 1
+                toks = tokens(f"work\nso {a}</think>{a}<|end|>")
+                finish = "eos"
+                if len(toks) > params.max_tokens:
+                    toks, finish = toks[: params.max_tokens], "length"
+                self.generated += len(toks)
+                group.append(Completion("".join(toks), list(range(len(toks))), finish, self.count_tokens(p)))
+            out.append(group)
+        return out
+
+
+class WorldEngine:
+    """A scripted model that can only write one of `chains`, continuing what is written after `<think>`."""
+
+    capabilities = Capabilities(streaming=False)
+
+    def __init__(self, chains: list[str], fallback: str = "0<|end|>") -> None:
+        self.chains, self.fallback, self.generated = chains, fallback, 0
+
+    def count_tokens(self, text: str) -> int:
+        return len(tokens(text))
+
+    def generate(self, prompts, params, on_step=None):
+        seen: dict[str, int] = {}
+        out = []
+        for p in prompts:
+            written = p.split("<think>", 1)[1]
+            options = [c[len(written):] for c in self.chains if c.startswith(written)] or [self.fallback]
+            first = seen.get(p, 0)
+            seen[p] = first + params.n
+            group = []
+            for j in range(params.n):
+                text, stop = cut_at_stop(options[(first + j) % len(options)], params.stop)
+                toks = tokens(text)
+                finish = "stop" if stop else "eos" if text.endswith("<|end|>") else "length"
+                if len(toks) > params.max_tokens:
+                    toks, finish, stop = toks[: params.max_tokens], "length", None
+                self.generated += len(toks)
+                group.append(Completion("".join(toks), list(range(len(toks))), finish, self.count_tokens(p), stop))
+            out.append(group)
+        return out
+
+
+class TableVerifier:
+    def __init__(self, table: dict[str, float], default: float = 0.5) -> None:
+        self.table, self.aggregation, self.default = table, "last", default
+
+    def score_batch(self, questions, chains, answers):
+        return [[self.table.get(s, self.default) for s in steps] +
+                ([self.table.get(f"={a}", self.default)] if a is not None else [])
+                for steps, a in zip(chains, answers)]
+
+
+CHAIN = len(tokens("work\nso 5</think>5<|end|>"))  # tokens of one scripted chain
+
+
+# -- adaptive ------------------------------------------------------------------------------
+
+
+def test_adaptive_stops_after_the_probe_when_its_answers_agree():
+    engine = VoteEngine({Q: ["5"] * 3 + ["7"] + ["9"] * 50})
+    th = Adaptive(engine, CHAT).solve(Q, budget=2000)
+    assert th.answer == "5" and not th.budget_exhausted
+    assert th.usage.completion_tokens == engine.generated == 4 * CHAIN  # the probe only: 4 chains of 2000 tokens
+    probe = th.tree.children[0]
+    assert len(th.tree.children) == 1 and len(probe.children) == 4
+    assert "agreement 0.75" in probe.text and "-> easy: stop" in probe.text
+    assert probe.children[0].chosen and sum(n.chosen for n in th.tree.walk()) == 2  # the probe and its chain
+    assert th.usage.reasoning_tokens == th.usage.completion_tokens - len(tokens("5<|end|>"))
+
+
+def test_adaptive_spends_more_when_the_probe_disagrees_and_stops_once_answers_agree():
+    engine = VoteEngine({Q: ["5", "7", "8", "9"] + ["5"] * 100})
+    th = Adaptive(engine, CHAT).solve(Q, budget=2000)
+    # probe 1/4 agree (hard: sample up to 16); +4 -> 5/8 (medium, go on); +4 -> 9/12 = 0.75 (easy: stop)
+    assert th.answer == "5" and th.usage.completion_tokens == engine.generated == 12 * CHAIN
+    probe, follow = th.tree.children
+    assert "-> hard: sample" in probe.text and len(follow.children) == 8
+    assert follow.text.startswith("sample: 8 more chains") and probe.chosen and not follow.chosen  # greedy: first 5
+    agree = Adaptive(VoteEngine({Q: ["5"] * 100}), CHAT).solve(Q, budget=2000)
+    assert agree.usage.completion_tokens < th.usage.completion_tokens
+
+
+def test_adaptive_stops_when_the_budget_pays_for_no_more_chains():
+    engine = VoteEngine({Q: ["5", "7", "8", "9"] * 30})
+    th = Adaptive(engine, CHAT).solve(Q, budget=6 * CHAIN)
+    assert th.usage.completion_tokens <= 6 * CHAIN and th.budget_exhausted and th.answer == "5"  # 5 twice
+    one = Adaptive(VoteEngine({Q: ["5"]}), CHAT).solve(Q, budget=CHAIN)  # the greedy chain, no probe after
+    assert one.answer == "5" and one.usage.completion_tokens == CHAIN and len(one.tree.children[0].children) == 1
+    always = AdaptivePolicy(tiers=(Tier("all", 1.0, "sample", chains=8),))  # a tier that samples, nothing to pay with
+    poor = Adaptive(VoteEngine({Q: ["5"]}), CHAT, policy=always).solve(Q, budget=CHAIN + 3)
+    assert poor.answer == "5" and poor.budget_exhausted and len(poor.tree.children) == 1
+
+
+def test_adaptive_with_a_verifier_reads_scores_and_delegates_hard_questions_to_beam_search():
+    world = WorldEngine([f"{p}1\n{p}2</think>{k}<|end|>" for k, p in enumerate("abcd")])
+    low = TableVerifier({}, default=0.1)  # disagreement and low scores: hard -> beam
+    th = Adaptive(world, CHAT, low).solve(Q, budget=3000)
+    probe, follow = th.tree.children
+    assert "mean score 0.10" in probe.text and "-> hard: beam" in probe.text
+    assert follow.text.startswith("beam with a budget of") and follow.children and follow.chosen
+    assert th.usage.completion_tokens - world.generated in (0, 1)  # 1: a think-close written to force an answer
+    sure = TableVerifier({}, default=1.0)  # agreement 0.75, every chain scored 1: easy
+    w2 = WorldEngine([f"{p}1\n{p}2</think>{k % 2}<|end|>" for k, p in enumerate("abcd")])
+    easy = Adaptive(w2, CHAT, sure).solve(Q, budget=3000)
+    assert "-> easy: stop" in easy.tree.children[0].text and len(easy.tree.children) == 1
+
+
+def test_weighted_pooling_picks_the_heaviest_answer_not_the_most_common():
+    world = WorldEngine(["a1</think>5<|end|>", "b1</think>5<|end|>", "c1</think>7<|end|>", "d1</think>7<|end|>"])
+    v = TableVerifier({"=5": 0.2, "=7": 0.9})
+    policy = AdaptivePolicy(tiers=(Tier("all", 1.0, "stop"),))
+    th = Adaptive(world, CHAT, v, policy=policy).solve(Q)  # probe: a1 (greedy), a1, b1, c1 -> 5 x3 (0.6) < 7 (0.9)
+    assert th.answer == "7"
+
+
+WORLD = ["\n".join(f"{p}{i}=step{i}" for i in range(2)) + "</think>\nso 3\nor 4<|end|>" for p in "gh"] + \
+        ["\n".join(f"{p}{i}=step{i}" for i in range(5)) + f"</think>{k}<|end|>" for k, p in enumerate("abcd")] + \
+        ["\n".join(f"{p}{i}=step{i}" for i in range(3)) + "</think>3<|end|>" for p in "ef"]
+
+
+@settings(max_examples=120, deadline=None)
+@given(budget=st.one_of(st.none(), st.integers(1, 600)), verified=st.booleans(),
+       kind=st.sampled_from(["table", "sample", "beam", "mcts", "dvts", "revise", "best_of_n", "revise itself"]),
+       scores=st.lists(st.floats(0, 1), min_size=30, max_size=30))
+def test_adaptive_and_revise_never_generate_past_the_budget(budget, verified, kind, scores):
+    world = WorldEngine(WORLD, fallback="1<|end|>")
+    steps = sorted({s for c in WORLD for s in c.split("</think>")[0].split("\n")})
+    v = TableVerifier(dict(zip(steps, scores))) if verified else None
+    # "table": the default policy; otherwise every question goes to one action, whatever the probe says
+    policy = None if kind == "table" else AdaptivePolicy(tiers=(Tier("all", 1.0, kind, chains=9, params={}),))
+    if kind == "revise itself":
+        strategy = Revise(world, CHAT, v, n=3, max_tokens=200)
+    else:
+        strategy = Adaptive(world, CHAT, v, policy=policy, max_tokens=200)
+    th = strategy.solve(Q, budget)
+    u = th.usage
+    if budget is not None:
+        assert u.completion_tokens <= budget
+    assert u.completion_tokens - world.generated in (0, 1)
+    assert 0 <= u.answer_tokens <= u.completion_tokens
+    assert th.answer or th.finish_reason == "length"
+    assert Thought.from_json(th.to_json()) == th
+
+
+def test_difficulty_estimate():
+    assert estimate(["5", "5", "5", "7"], None, 0.5) == (0.25, 0.75, None)
+    assert estimate(["5", None, None, None], None, 0.5)[0] == 0.75  # no answer agrees with nothing
+    assert estimate([None, None], None, 0.5)[0] == 1.0 and estimate([], None, 0.5)[0] == 1.0
+    d, a, m = estimate(["5", "5", "7", None], [1.0, 0.5, 0.0, 0.9], 0.5)
+    assert a == 0.5 and m == pytest.approx(0.375) and d == pytest.approx(1 - 0.4375)
+
+
+def test_a_policy_is_data_that_a_user_changes():
+    p = AdaptivePolicy.from_dict({"probe": 2, "tiers": [{"name": "sure", "upto": 0.0}, {
+        "name": "rest", "upto": 1.0, "action": "sample", "chains": 3}]})
+    engine = VoteEngine({Q: ["5", "7", "5", "7"]})
+    th = Adaptive(engine, CHAT, policy=p).solve(Q)
+    assert th.usage.completion_tokens == 3 * CHAIN and "-> rest: sample" in th.tree.children[0].text
+    assert p.tier(0.0).name == "sure" and p.tier(0.01).name == "rest"
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: AdaptivePolicy(probe=0), "probe must be >= 1"),
+    (lambda: AdaptivePolicy(tiers=(Tier("a", 0.5),)), "must cover difficulty 1.0"),
+    (lambda: AdaptivePolicy(tiers=(Tier("a", 0.5), Tier("b", 0.4), Tier("c", 1.0))), "larger upto"),
+    (lambda: AdaptivePolicy(tiers=(Tier("a", 1.0, "adaptive"),)), "cannot delegate to adaptive"),
+    (lambda: AdaptivePolicy.from_dict({"probes": 3}), "unknown field 'probes'"),
+    (lambda: AdaptivePolicy.from_dict({"tiers": [{"name": "x", "upto": 1, "colour": 2}]}), "bad tier"),
+    (lambda: Adaptive(VoteEngine({}), CHAT, policy=AdaptivePolicy(tiers=(Tier("a", 1.0, "nosuch"),))),
+     "unknown action 'nosuch'"),
+    (lambda: Adaptive(VoteEngine({Q: ["5"]}), CHAT).solve(Q, 0), "budget must be >= 1"),
+    (lambda: Revise(VoteEngine({}), CHAT, n=0), "n >= 1"),
+    (lambda: Revise(VoteEngine({}), CHAT, accept=0.9), "needs a verifier"),
+    (lambda: Revise(VoteEngine({Q: ["5"]}), CHAT).solve(Q, -3), "budget must be >= 1"),
+    (lambda: build_strategy("adaptive", VoteEngine({}), CHAT, n=3), "strategy 'adaptive'"),
+    (lambda: scaled_params("beam", 0), "chains must be >= 1"),
+])
+def test_bad_parameters_give_a_clear_error(make, message):
+    with pytest.raises(PonderError, match=message):
+        make()
+
+
+# -- revise --------------------------------------------------------------------------------
+
+
+def test_revise_shows_the_earlier_answers_and_picks_by_verifier_not_by_order():
+    engine = VoteEngine({Q: ["5", "7"]})  # the first attempt is right, the revision wrong
+    th = Revise(engine, CHAT, TableVerifier({"=5": 0.9, "=7": 0.2}), n=2).solve(Q)
+    assert th.answer == "5"
+    assert engine.calls[1][0] == [CHAT.revision_prompt(Q, ["5"])]
+    assert engine.calls[1][0][0].endswith("5<|end|><|user|>Your answer may be wrong. Think again.<|assistant|><think>")
+    first = th.tree.children[0]
+    assert first.chosen and first.children[0].answer == "7" and not first.children[0].chosen
+    assert th.usage.completion_tokens == engine.generated == 2 * CHAIN and th.usage.engine_calls == 2
+    assert th.usage.prompt_tokens == sum(len(tokens(c[0][0])) for c in engine.calls)
+    later = Revise(VoteEngine({Q: ["5", "7"]}), CHAT, TableVerifier({"=5": 0.2, "=7": 0.9}), n=2).solve(Q)
+    assert later.answer == "7"  # the scores decide, whichever attempt it is
+
+
+def test_revise_without_a_verifier_votes_over_attempts():
+    assert Revise(VoteEngine({Q: ["5", "7", "7"]}), CHAT, n=3).solve(Q).answer == "7"
+    assert Revise(VoteEngine({Q: ["5", "7"]}), CHAT, n=2).solve(Q).answer == "5"  # a tie: the earlier attempt
+
+
+def test_revise_shares_the_budget_over_attempts_and_stops_when_accepted():
+    engine = VoteEngine({Q: ["5", "7", "8", "9"]})
+    th = Revise(engine, CHAT, n=4).solve(Q, budget=2 * CHAIN)  # half a chain each: nobody answers
+    assert th.answer == "" and th.finish_reason == "length" and th.budget_exhausted
+    assert th.usage.completion_tokens <= 2 * CHAIN
+    sure = Revise(VoteEngine({Q: ["5", "7"]}), CHAT, TableVerifier({"=5": 0.95}), n=4, accept=0.9).solve(Q)
+    assert sure.answer == "5" and sure.usage.engine_calls == 1
+
+
+# -- revision training data ----------------------------------------------------------------
+
+
+def test_revision_pairs_come_from_wrong_attempts_only_and_carry_the_correct_reference():
+    p = Problem("add", 1, "What is 2 + 3?", "5", ("2 + 3 = 5",))
+    q = Problem("add", 1, "What is 1 + 1?", "2", ("1 + 1 = 2",))
+    attempts = [[Attempt(["2 + 3 = 6"], "6"), Attempt(["2 + 3 = 5"], "5"), Attempt(["x"], None),
+                 Attempt(["2 + 3 = 6"], "6"), Attempt(["2 + 3 = 4"], "4")],
+                [Attempt(["1 + 1 = 2"], "2")]]
+    ex = revision_examples(CHAT, [p, q], attempts, per_problem=3, context=2)
+    assert [e.wrong_answers for e in ex] == [["6"], ["6", "4"]]  # distinct wrong answers; right/unanswered skipped
+    assert all(e.completion == CHAT.completion(p.steps, "5") and e.expected == "5" and not e.own for e in ex)
+    assert ex[1].prompt == CHAT.revision_prompt(p.question, ["6", "4"])
+    own = revision_examples(CHAT, [p], attempts[:1], target="own")
+    assert own[0].own and own[0].completion == CHAT.completion(["2 + 3 = 5"], "5")
+    from ponder.model.tokenizer import build_char_tokenizer
+
+    ids, start = encode(ex[:1], build_char_tokenizer())[0]
+    assert start == len(tokens(ex[0].prompt)) and len(ids) == start + len(tokens(ex[0].completion))
+    with pytest.raises(PonderError, match="target must be"):
+        revision_examples(CHAT, [p], attempts[:1], target="mine")
+
+
+def test_ask_with_adaptive_and_revise_on_a_real_tiny_model(micro_dir, tmp_path, capsys):
+    import json
+
+    from ponder.cli import main
+
+    for name in ("adaptive", "revise"):
+        assert main(["ask", "What is 2 + 3?", "--model", str(micro_dir), "--strategy", name, "--budget", "40",
+                     "--max-tokens", "16", "--json", "--show-tree"]) == 0
+        d = json.loads(capsys.readouterr().out)
+        assert d["usage"]["completion_tokens"] <= 40 and d["tree"]["children"]
+    (tmp_path / "policy.yaml").write_text("probe: 2\ntiers:\n  - {name: any, upto: 1.0, action: stop}\n")
+    ask = ["ask", "What is 2 + 3?", "--model", str(micro_dir), "--max-tokens", "8", "--show-tree"]
+    assert main(ask + ["--strategy", "adaptive", "--policy", str(tmp_path / "policy.yaml")]) == 0
+    assert "-> any: stop" in capsys.readouterr().out
+    for extra, message in ((["--strategy", "revise", "--policy", str(tmp_path / "policy.yaml")], "--policy is for"),
+                           (["--strategy", "adaptive", "--policy", str(tmp_path / "none.yaml")], "does not exist"),
+                           (["--strategy", "adaptive", "-n", "3"], "strategy 'adaptive'")):
+        assert main(ask + extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1

@@ -1,0 +1,156 @@
+"""`ponder eval scaling` on a scripted engine whose skill per question is known: bins, budgets, report shape."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ponder import PonderError
+from ponder.cli import main
+from ponder.engine.base import Capabilities, Completion
+from ponder.eval_scaling import ScalingConfig, base_budget, difficulty_bins, markdown, parse_budgets, run_scaling, write_report
+from ponder.evaluate import heldout_problems
+from ponder.model.chat import ChatFormat
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+CHAT = ChatFormat()
+
+
+class SkillEngine:
+    """Answers question i right on k_i of every 8 samples (greedy: right when k_i >= 4); its chains are
+    10 + 5 * (i % 3) characters of thinking, so the mean greedy length is known."""
+
+    capabilities = Capabilities(streaming=False)
+
+    def __init__(self, problems, skills: list[int]) -> None:
+        self.index = {p.question: i for i, p in enumerate(problems)}
+        self.problems, self.skills = problems, skills
+        self.drawn = [0] * len(problems)
+        self.calls = 0
+
+    def count_tokens(self, text: str) -> int:
+        for m in ("<|user|>", "<|assistant|>", "<think>", "</think>", "<|end|>"):
+            text = text.replace(m, "#")
+        return len(text)
+
+    def length(self, i: int) -> int:
+        return self.count_tokens(self.text(i, True))
+
+    def text(self, i: int, right: bool) -> str:
+        answer = self.problems[i].answer if right else str(int(self.problems[i].answer) + 1)
+        return "w" * (10 + 5 * (i % 3)) + f"</think>{answer}<|end|>"
+
+    def generate(self, prompts, params, on_step=None):
+        self.calls += 1
+        out = []
+        for p in prompts:
+            i = self.index[p.split("<|user|>", 1)[1].split("<|assistant|>", 1)[0]]
+            group = []
+            for _ in range(params.n):
+                right = self.skills[i] >= 4 if params.temperature == 0 else self.drawn[i] % 8 < self.skills[i]
+                self.drawn[i] += params.temperature > 0
+                text = self.text(i, right)
+                n = self.count_tokens(text)
+                finish = "eos"
+                if n > params.max_tokens:  # cut inside the thinking: no answer
+                    text, n, finish = "w" * params.max_tokens, params.max_tokens, "length"
+                group.append(Completion(text, list(range(n)), finish, self.count_tokens(p)))
+            out.append(group)
+        return out
+
+
+def test_difficulty_bins_are_quantiles_by_pass_rate_easiest_first():
+    assert difficulty_bins([1.0, 0.0, 0.5, 0.75, 0.25]) == [0, 4, 2, 1, 3]
+    assert difficulty_bins([0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5], 5) == [0, 0, 1, 1, 2, 3, 4]  # ties by order
+    assert difficulty_bins([0.2, 0.9], 5) == [1, 0]  # fewer questions than bins: one bin each
+    with pytest.raises(PonderError, match="bins must be >= 1"):
+        difficulty_bins([0.5], 0)
+
+
+@given(rates=st.lists(st.sampled_from([i / 8 for i in range(9)]), min_size=1, max_size=60), bins=st.integers(1, 7))
+def test_difficulty_bins_partition_the_questions_by_pass_rate(rates, bins):
+    got = difficulty_bins(rates, bins)
+    used = sorted(set(got))
+    assert used == list(range(min(bins, len(rates))))  # every bin used, each question in one
+    sizes = [got.count(b) for b in used]
+    assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
+    for b in used[:-1]:  # an easier bin holds no question with a lower pass rate than a harder one
+        assert min(r for r, x in zip(rates, got) if x == b) >= max(r for r, x in zip(rates, got) if x == b + 1)
+
+
+def test_scaling_report_has_the_right_structure_and_numbers(tmp_path):
+    problems = heldout_problems("add", 3, 10)
+    skills = [8, 8, 7, 6, 4, 3, 2, 1, 0, 0]
+    engine = SkillEngine(problems, skills)
+    cfg = ScalingConfig("add", 3, ["cot", "majority", "adaptive", "revise"], [1, 2, 4], n=10, samples=8, model="stub")
+    report = run_scaling(engine, CHAT, cfg, problems, out=tmp_path, progress=False)
+    lengths = sorted(engine.length(i) for i in range(10))
+    assert report["base_tokens"] == lengths[8]  # the 0.9 quantile: 9th of 10
+    assert report["greedy_mean_tokens"] == pytest.approx(sum(lengths) / 10)
+    assert base_budget([5, 1, 3, 2], 0.5) == 2 and base_budget([5, 1, 3, 2], 1.0) == 5 and base_budget([0], 0.9) == 1
+    assert [q["pass_rate"] for q in report["questions"]] == [k / 8 for k in skills]
+    assert [q["bin"] for q in report["questions"]] == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    assert [(b["bin"], b["questions"], b["pass_rate_min"], b["pass_rate_max"]) for b in report["bins"]] == [
+        (1, 2, 1.0, 1.0), (2, 2, 0.75, 0.875), (3, 2, 0.375, 0.5), (4, 2, 0.125, 0.25), (5, 2, 0.0, 0.0)]
+    assert report["greedy_accuracy"] == 0.5
+    cells = {(r["strategy"], r["multiplier"]): r for r in report["results"]}
+    assert set(cells) == {(s, m) for s in cfg.strategies for m in cfg.budgets}
+    for (s, m), r in cells.items():
+        assert r["budget"] == m * report["base_tokens"] and r["max_tokens_used"] <= r["budget"]
+        assert len(r["correct"]) == len(r["tokens"]) == 10 and len(r["bins"]) == 5
+        assert r["accuracy"] == sum(r["correct"]) / 10
+        assert r["mean_tokens"] == pytest.approx(sum(r["tokens"]) / 10, abs=0.05)
+        assert r["bins"][0]["accuracy"] == sum(r["correct"][:2]) / 2
+    assert cells[("cot", 4)]["accuracy"] == 0.5 and cells[("majority", 4)]["mean_tokens"] > cells[("cot", 4)]["mean_tokens"]
+    assert cells[("adaptive", 4)]["bins"][0]["accuracy"] == 1.0  # the easy ones stop after the probe, right
+
+    paths = write_report(report, tmp_path)
+    assert [p.name for p in paths] == ["scaling.json", "scaling.md", "scaling.png"] and all(p.stat().st_size for p in paths)
+    assert json.loads(paths[0].read_text()) == report
+    md = markdown(report)
+    rows = [line for line in md.splitlines() if line.startswith("| ")]
+    assert rows[0] == "| bin | questions | pass rate |" and len(rows) == 2 + 5 + 2 + 12  # headers and rules, 5 bins, 12 cells
+    assert "| strategy | budget (x B) | budget (tokens) | tokens/question | accuracy | bin 1 |" in md
+    assert f"| majority | 2 | {2 * report['base_tokens']} |" in md
+
+    again = SkillEngine(problems, skills)  # the same settings read every finished piece back
+    assert run_scaling(again, CHAT, cfg, problems, out=tmp_path, progress=False) == report and again.calls == 0
+    other = ScalingConfig("add", 3, ["cot"], [1], n=10, samples=4)
+    assert run_scaling(again, CHAT, other, problems, out=tmp_path, progress=False)["samples"] == 4 and again.calls
+
+
+def test_bad_input_gives_one_line_errors(capsys):
+    for text, message in (("", "--budgets is empty"), ("1,0", ">= 1, got 0"), ("1,x", "got 'x'")):
+        with pytest.raises(PonderError, match=message):
+            parse_budgets(text)
+    assert parse_budgets("4,1,2,2") == [1, 2, 4]
+    for kw, message in ((dict(strategies=[]), "--strategies is empty"), (dict(strategies=["nosuch"]), "unknown strategy"),
+                        (dict(budgets=[]), "--budgets is empty"), (dict(budgets=[0]), ">= 1, got 0"),
+                        (dict(n=0), "-n must be >= 1"), (dict(base_quantile=0), "base_quantile")):
+        with pytest.raises(PonderError, match=message):
+            ScalingConfig(**{"task": "add", "level": 1, "strategies": ["cot"], "budgets": [1], **kw})
+    problems = heldout_problems("add", 1, 2)
+    with pytest.raises(PonderError, match="need a verifier"):
+        run_scaling(SkillEngine(problems, [1, 2]), CHAT, ScalingConfig("add", 1, ["beam"], [1]), problems, progress=False)
+    base = ["eval", "scaling", "--task", "add", "--level", "1"]
+    for extra, message in ((["--strategies", "cot,nosuch"], "unknown strategy 'nosuch'"), (["--budgets", ""], "empty"),
+                           (["--budgets", "0"], "got 0"), (["--strategies", "mcts"], "need a verifier"),
+                           (["--level", "99"], "levels 1..")):
+        assert main(base + extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("ponder: error:") and message in err and len(err.splitlines()) == 1
+    assert main(["eval", "--level", "1"]) == 2 and "needs --task and --level" in capsys.readouterr().err
+
+
+def test_eval_scaling_end_to_end_on_a_tiny_model(micro_dir, tmp_path, capsys):
+    out = tmp_path / "scaling"
+    assert main(["eval", "scaling", "--task", "add", "--level", "1", "--model", str(micro_dir), "-n", "3",
+                 "--budgets", "1,2", "--strategies", "cot,majority,adaptive", "--samples", "2", "--max-tokens", "8",
+                 "--no-progress", "--out", str(out)]) == 0
+    assert "base budget" in capsys.readouterr().out
+    report = json.loads((out / "scaling.json").read_text())
+    assert len(report["results"]) == 6 and (out / "scaling.png").exists()
+    assert all(r["max_tokens_used"] <= r["budget"] for r in report["results"])
