@@ -301,3 +301,10 @@ def test_extract():
     assert TASK.extract("3**2") == "3**2"  # expression-like; check refuses it
     for text in ["", "  ", "no", "__import__('os')", "=75", "x=3"]:
         assert TASK.extract(text) is None, text
+
+
+def test_answers_that_make_the_same_number_vote_together():
+    keys = {TASK.normalize(a) for a in ["25*7+50", "(50+25)*3", " 3*(25+50)=225 "]}
+    assert keys == {"225"}
+    assert TASK.normalize("7/2") == "7/2" and TASK.normalize("50+25") == "75"
+    assert TASK.normalize("no idea") == "no idea"

@@ -328,6 +328,12 @@ class Countdown(Task):
         got = _split_answer(text)
         return got[0] if got else None
 
+    def normalize(self, answer: str) -> str:
+        """The expression's value: different expressions that make the same number vote together."""
+        got = _split_answer(answer)
+        res = evaluate(got[0]) if got else None
+        return str(res[0]) if res else answer.strip()
+
     def check(self, problem: Problem, text: str) -> bool:
         got = _split_answer(answer_part(text))
         if got is None:
