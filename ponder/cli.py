@@ -262,6 +262,25 @@ def cmd_serve(args) -> None:
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
 
 
+def cmd_experiment_serial(args) -> None:
+    from dataclasses import replace
+    from pathlib import Path
+
+    from ponder.experiments.serial import QUICK, SweepSpec, run_sweep, with_axes
+
+    spec = with_axes(QUICK if args.quick else SweepSpec(), args.tasks, args.lengths, args.depths, args.settings)
+    if args.train_tokens is not None:
+        spec = replace(spec, train_tokens=args.train_tokens)
+    out = Path(args.out or ("experiments/serial-quick" if args.quick else "experiments/serial"))
+    command = "ponder experiment serial" + "".join(
+        f" --{k} {' '.join(map(str, v))}" for k, v in (("tasks", args.tasks), ("lengths", args.lengths),
+                                                      ("depths", args.depths), ("settings", args.settings)) if v)
+    command += (" --quick" if args.quick else "") + (f" --train-tokens {args.train_tokens}" if args.train_tokens else "")
+    command += f" --workers {args.workers} --out {out}"
+    results = run_sweep(spec, out, workers=args.workers, command=command)
+    print(f"{len(results)} cells in {out}/results.json; table {out}/results.md, heatmaps {out}/heatmaps.png")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ponder", description="A language model that thinks before it speaks.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -368,6 +387,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--model", default="built-in")
     d.set_defaults(func=cmd_demo)
 
+    x = sub.add_parser("experiment", help="run an experiment sweep").add_subparsers(dest="experiment", required=True)
+    xs = x.add_parser("serial", help="chain of thought vs answering directly on serial problems, by length and depth")
+    xs.add_argument("--quick", action="store_true", help="a few small cells (about a minute), to check the pipeline")
+    xs.add_argument("--out", help="results folder (default experiments/serial, or experiments/serial-quick)")
+    xs.add_argument("--tasks", nargs="+", metavar="TASK", help="modadd s5 isq cvp (default: all)")
+    xs.add_argument("--lengths", nargs="+", type=int, metavar="N", help="input lengths (default 4 8 16 32)")
+    xs.add_argument("--depths", nargs="+", type=int, metavar="L", help="layers (default 1 2 4)")
+    xs.add_argument("--settings", nargs="+", metavar="S", help="base cot hint (default: all)")
+    xs.add_argument("--workers", type=int, default=1, help="cells trained at once, one thread each")
+    xs.add_argument("--train-tokens", type=int, metavar="N", help="training tokens per cell (default: the preset's)")
+    xs.set_defaults(func=cmd_experiment_serial)
     return p
 
 

@@ -2,6 +2,8 @@
 
 The training step fits on one screen: sample the step's examples, forward in
 bf16 autocast, token-summed cross entropy over the completion, clip, step.
+Optional hint targets (`train_sft(..., hints=...)`) add a loss at the input
+positions of the prompt; see `step_loss`.
 """
 
 from __future__ import annotations
@@ -14,15 +16,16 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 from ponder import PonderError
 from ponder.model.chat import ChatFormat
-from ponder.model.configs import config_names, model_config
+from ponder.model.configs import is_config_name, model_config
 from ponder.model.loading import load_tokenizer
 from ponder.model.tokenizer import build_char_tokenizer
 from ponder.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, save_model_atomic
-from ponder.train.data import SFTData, parse_mixture
+from ponder.train.data import HintFn, SFTData, parse_mixture
 from ponder.train.metrics import MetricsLog, progress
 
 
@@ -79,35 +82,51 @@ def lr_at(cfg: SFTConfig, step: int, total: int) -> float:
 
 def build_model(cfg: SFTConfig, tokenizer):
     torch.manual_seed(cfg.seed)
-    if cfg.model in config_names():
+    if is_config_name(cfg.model):
         return LlamaForCausalLM(model_config(cfg.model, len(tokenizer), cfg.max_length))
     return AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32)
 
 
 def step_loss(model, batches: list[dict[str, torch.Tensor]], bf16: bool) -> tuple[float, int]:
-    """Backpropagate the token-averaged loss of one optimizer step; return it and its token count."""
+    """Backpropagate the token-averaged loss of one optimizer step; return it and its token count.
+
+    Batches with `hint_labels` add an auxiliary loss of weight 1, averaged over the hint targets
+    alone: the logits at position t (unshifted) against `hint_labels[:, t]`, from the same LM
+    head. The completion's loss is then exactly what it is without hints; the count returned
+    is the completion's.
+    """
     n_targets = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
+    n_hints = sum(int((b["hint_labels"] != -100).sum()) for b in batches if "hint_labels" in b)
     total = 0.0
     for b in batches:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits = model(input_ids=b["input_ids"]).logits
         loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)),
                                b["labels"][:, 1:].reshape(-1), ignore_index=-100, reduction="sum") / n_targets
+        if n_hints and "hint_labels" in b:
+            loss = loss + F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), b["hint_labels"].reshape(-1),
+                                          ignore_index=-100, reduction="sum") / n_hints
         loss.backward()
         total += loss.item()
     return total, n_targets
 
 
-def train_sft(cfg: SFTConfig, resume: bool = False, config_text: str | None = None) -> Path:
+def train_sft(cfg: SFTConfig, resume: bool = False, config_text: str | None = None, *,
+              hints: HintFn | None = None, quiet: bool = False) -> Path:
+    """Train, checkpointing as configured; return the final model directory.
+
+    `hints` turns on hint targets (only with `cot: false`; see `SFTData.hint_positions`);
+    `quiet` drops the progress bar, for callers that run many short trainings under their own.
+    """
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     out = Path(cfg.output_dir)
     ckpt = latest_checkpoint(out) if out.exists() else None
     if ckpt is not None and not resume:
         raise PonderError(f"{out} already has checkpoints; pass --resume to continue or pick a new output_dir")
-    tokenizer = build_char_tokenizer() if cfg.model in config_names() else load_tokenizer(cfg.model)
+    tokenizer = build_char_tokenizer() if is_config_name(cfg.model) else load_tokenizer(cfg.model)
     chat = ChatFormat.for_tokenizer(tokenizer)
-    data = SFTData(parse_mixture(cfg.mixture), tokenizer, chat, cfg.seed, cfg.cot, cfg.max_length)
+    data = SFTData(parse_mixture(cfg.mixture), tokenizer, chat, cfg.seed, cfg.cot, cfg.max_length, hints=hints)
     model = build_model(cfg, tokenizer) if ckpt is None else AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32)
     model.train()
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
@@ -123,7 +142,7 @@ def train_sft(cfg: SFTConfig, resume: bool = False, config_text: str | None = No
     if config_text is not None:
         (out / "config.yaml").write_text(config_text)
     log = MetricsLog(out / "metrics.jsonl", resume_step=state["step"] if ckpt else None)
-    bar = progress(total_steps, state["step"], f"sft {out.name}")
+    bar = tqdm(disable=True) if quiet else progress(total_steps, state["step"], f"sft {out.name}")
     step, tokens, seconds = state["step"], state["tokens"], state["seconds"]
     window_tokens, window_start = 0, time.perf_counter()
     while step < total_steps and not _budget_spent(cfg, tokens, seconds):
