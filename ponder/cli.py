@@ -183,6 +183,19 @@ def cmd_train_grpo(args) -> None:
     print(f"model saved to {final}")
 
 
+def cmd_train_star(args) -> None:
+    from pathlib import Path
+
+    from ponder.config import load_config, parse_override
+    from ponder.train.star import STaRConfig, train_star
+
+    overrides = dict(parse_override(o) for o in args.set)
+    cfg = load_config(STaRConfig, args.config, overrides)
+    text = Path(args.config).read_text() + "".join(f"\n# override: {k}={v!r}" for k, v in overrides.items())
+    final = train_star(cfg, resume=args.resume, config_text=text)
+    print(f"model saved to {final}")
+
+
 def cmd_plot(args) -> None:
     from ponder.plot import plot_run
 
@@ -353,6 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     g.set_defaults(func=cmd_train_grpo)
+    st = t.add_parser("star", help="self-taught reasoner: keep correct chains, rationalize failures, fine-tune")
+    st.add_argument("--config", required=True)
+    st.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
+    st.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    st.set_defaults(func=cmd_train_star)
 
     pl = sub.add_parser("plot", help="draw a run's metrics to PNG files")
     pl.add_argument("run_dir")

@@ -17,20 +17,21 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from transformers import AutoModelForCausalLM
 
 from ponder import PonderError
-from ponder.engine.base import Completion, SamplingParams
-from ponder.engine.local import LocalEngine
+from ponder.engine.base import Completion, Engine, SamplingParams
 from ponder.model.chat import ChatFormat
-from ponder.model.loading import load_model, load_tokenizer
+from ponder.model.loading import load_model
 from ponder.tasks import Problem, get_task
 from ponder.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, save_model_atomic
 from ponder.train.curriculum import Curriculum
 from ponder.train.data import MixtureItem, parse_mixture, sample_problem
-from ponder.train.metrics import MetricsLog, progress
+from ponder.train.distributed import NullLog, init, main_bar, no_sync, wrap, zero_backward
+from ponder.train.metrics import MetricsLog
 from ponder.train.rewards import Score, score
 from ponder.train.rl_loss import group_advantages, policy_loss
+from ponder.train.rollouts import (RankCurriculum, check_engine, eval_accuracy, load_policy, loss_metrics,
+                                  make_engine, rollout_metrics, rollout_sums)
 from ponder.train.sft import lr_at
 
 
@@ -38,11 +39,13 @@ from ponder.train.sft import lr_at
 class GRPOConfig:
     """TRL-compatible names and semantics where the concept is the same. A step is one optimizer
     step over per_device_train_batch_size * gradient_accumulation_steps completions, i.e. that
-    number / num_generations prompts; a batch is generated once and used for num_iterations steps."""
+    number / num_generations prompts; a batch is generated once and used for num_iterations steps.
+    Under torchrun every rank generates that many prompts: the global batch is world_size times it."""
 
     output_dir: str = "runs/grpo"
     model: str = "built-in"  # `built-in` or a model directory (e.g. an SFT run's model/)
     mixture: list[dict] = field(default_factory=lambda: [{"task": "countdown", "levels": [1, 2]}])
+    engine: Literal["local", "vllm"] = "local"  # what samples the rollouts (vllm: an optional extra)
     num_generations: int = 8
     per_device_train_batch_size: int = 16  # completions per micro-batch
     gradient_accumulation_steps: int = 4
@@ -124,6 +127,7 @@ class GRPOConfig:
                                   f"'length' and 'options' are not supported here yet")
         if self.eval_mixture is not None:
             parse_mixture(self.eval_mixture)
+        check_engine(self.engine)
 
     @property
     def prompts_per_step(self) -> int:
@@ -146,10 +150,10 @@ class Group:
         return max(rewards) - min(rewards) > 1e-9
 
 
-def sample_groups(cfg: GRPOConfig, mixture: list[MixtureItem], curriculum: Curriculum, engine: LocalEngine,
-                  chat: ChatFormat, tokenizer, step: int, round_: int, count: int) -> list[Group]:
-    """`count` prompts (a pure function of seed, step, round and the curriculum), sampled and scored."""
-    rng = random.Random(f"grpo/{cfg.seed}/{step}/{round_}")
+def sample_groups(cfg: GRPOConfig, mixture: list[MixtureItem], curriculum: Curriculum, engine: Engine,
+                  chat: ChatFormat, tokenizer, step: int, round_: int, count: int, rank: int = 0) -> list[Group]:
+    """`count` prompts (a pure function of seed, step, round, rank and the curriculum), sampled and scored."""
+    rng = random.Random(f"grpo/{cfg.seed}/{step}/{round_}" + (f"/rank{rank}" if rank else ""))
     picks = []
     for _ in range(count):
         for _attempt in range(20):
@@ -161,7 +165,8 @@ def sample_groups(cfg: GRPOConfig, mixture: list[MixtureItem], curriculum: Curri
         picks.append((item.task, level, problem))
     prompts = [chat.prompt(p.question) for _, _, p in picks]
     params = SamplingParams(n=cfg.num_generations, temperature=cfg.temperature, top_p=cfg.top_p,
-                            max_tokens=cfg.max_completion_length, seed=cfg.seed * 1_000_003 + step * 1009 + round_)
+                            max_tokens=cfg.max_completion_length,
+                            seed=cfg.seed * 1_000_003 + step * 1009 + round_ + rank * 1_000_000_007)
     tasks = {m.task: get_task(m.task) for m in mixture}
     groups = []
     for (task, level, problem), prompt, comps in zip(picks, prompts, engine.generate(prompts, params)):
@@ -234,23 +239,34 @@ def token_logprobs(model, input_ids: torch.Tensor, temperature: float, bf16: boo
     return logp, entropy
 
 
-def optimizer_step(model, opt, batches: list[dict], cfg: GRPOConfig, num_items: int,
-                   first: bool) -> tuple[float, float, Counter]:
-    """One optimizer step over the step's micro-batches: (loss, grad norm, sums for logging)."""
+def optimizer_step(model, opt, batches: list[dict], cfg: GRPOConfig, num_items: float, first: bool,
+                   accumulation: float | None = None, passes: int = 0) -> tuple[float, float, Counter]:
+    """One optimizer step over the step's micro-batches: (loss, grad norm, sums for logging).
+
+    Under DDP every rank runs `passes` backward passes (the most micro-batches any rank has; a
+    rank with fewer adds zero-loss ones) and gradients are all-reduced on the last; `num_items`
+    and `accumulation` are then the totals over ranks / world_size, so DDP's mean over ranks is
+    the loss of all ranks' batches together."""
     sums, loss_total, grad_norm = Counter(), 0.0, 0.0
-    for mb in batches:
-        logp, entropy = token_logprobs(model, mb["input_ids"], cfg.temperature, cfg.bf16)
-        if first:
-            mb["old"] = logp.detach()  # no step yet on this batch: these are the sampling policy's
-        loss, s = policy_loss(logp, mb["old"], mb.get("ref"), mb["adv"], mb["mask"], beta=cfg.beta,
-                              epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type,
-                              max_completion_length=cfg.max_completion_length, num_items=num_items,
-                              accumulation=len(batches))
-        loss.backward()
+    n = max(passes, len(batches))
+    for i in range(n):
+        with no_sync(model, sync=i == n - 1):
+            if i >= len(batches):
+                zero_backward(model, next(model.parameters()).device)
+                continue
+            mb = batches[i]
+            logp, entropy = token_logprobs(model, mb["input_ids"], cfg.temperature, cfg.bf16)
+            if first:
+                mb["old"] = logp.detach()  # no step yet on this batch: these are the sampling policy's
+            loss, s = policy_loss(logp, mb["old"], mb.get("ref"), mb["adv"], mb["mask"], beta=cfg.beta,
+                                  epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type,
+                                  max_completion_length=cfg.max_completion_length, num_items=num_items,
+                                  accumulation=accumulation or len(batches))
+            loss.backward()
         sums.update(s)
         sums["entropy_sum"] += float((entropy * mb["mask"]).sum())
         loss_total += loss.item()
-    if batches:  # dynamic sampling "skip" may leave nothing to learn from
+    if n:  # dynamic sampling "skip" may leave nothing to learn from
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -265,20 +281,18 @@ def load_reference(path: str, device):
 
 
 def train_grpo(cfg: GRPOConfig, resume: bool = False, config_text: str | None = None) -> Path:
+    """Train, checkpointing as configured; return the final model directory. Under torchrun every
+    rank runs this same function: it joins the process group, and only rank 0 writes."""
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
+    d = init()
     out = Path(cfg.output_dir)
     ckpt = latest_checkpoint(out) if out.exists() else None
     if ckpt is not None and not resume:
         raise PonderError(f"{out} already has checkpoints; pass --resume to continue or pick a new output_dir")
-    if ckpt is None:
-        model, tokenizer, chat = load_model(cfg.model)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32)
-        tokenizer = load_tokenizer(ckpt)
-        chat = ChatFormat.for_tokenizer(tokenizer)
-    device = next(model.parameters()).device
-    model.train()
+    model, tokenizer, chat = load_policy(cfg.model, ckpt)
+    device = d.device or next(model.parameters()).device
+    model.to(device).train()
     ref = load_reference(cfg.model, device) if cfg.beta != 0.0 else None
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
                             weight_decay=cfg.weight_decay, fused=False)
@@ -289,31 +303,45 @@ def train_grpo(cfg: GRPOConfig, resume: bool = False, config_text: str | None = 
     if ckpt is not None:
         state = load_trainer_state(ckpt, opt)
         curriculum.load_state_dict(state.get("curriculum", {}))
-    engine = LocalEngine(model, tokenizer, max_batch=min(256, cfg.per_device_train_batch_size
-                                                         * cfg.gradient_accumulation_steps))
+    if d.enabled:
+        curriculum = RankCurriculum(curriculum, d)
+    trainee = wrap(model, d)  # DDP over the same parameters; the engine samples from the bare model
+    engine = make_engine(cfg.engine, model, tokenizer,
+                         max_batch=min(256, cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps))
     pad_id = tokenizer.pad_token_id or 0
 
     def sample(step: int, round_: int, count: int) -> list[Group]:
-        return sample_groups(cfg, mixture, curriculum, engine, chat, tokenizer, step, round_, count)
+        return sample_groups(cfg, mixture, curriculum, engine, chat, tokenizer, step, round_, count, d.rank)
 
-    out.mkdir(parents=True, exist_ok=True)
-    if config_text is not None:
-        (out / "config.yaml").write_text(config_text)
-    log = MetricsLog(out / "metrics.jsonl", resume_step=state["step"] if ckpt else None)
+    if d.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        if config_text is not None:
+            (out / "config.yaml").write_text(config_text)
+    log = MetricsLog(out / "metrics.jsonl", resume_step=state["step"] if ckpt else None) if d.is_main else NullLog()
     step, tokens, seconds = state["step"], state["tokens"], state["seconds"]
-    if cfg.eval_steps and step == 0:
-        log.log({"step": 0, **_evaluate(model, tokenizer, chat, cfg)})
-    bar = progress(cfg.max_steps, step, f"grpo {out.name}")
+    def evaluate() -> dict[str, float]:
+        return eval_accuracy(model, tokenizer, chat, cfg.eval_mixture or cfg.mixture, cfg.eval_samples, cfg.seed,
+                             cfg.eval_max_tokens)
+
+    if cfg.eval_steps and step == 0 and d.is_main:
+        log.log({"step": 0, **evaluate()})
+    bar = main_bar(d, cfg.max_steps, step, f"grpo {out.name}")
 
     def save() -> None:
-        save_checkpoint(out, step, model, tokenizer, opt, {"tokens": tokens, "seconds": seconds,
-                                                           "curriculum": curriculum.state_dict()},
-                        keep=cfg.save_total_limit)
+        if d.is_main:
+            save_checkpoint(out, step, model, tokenizer, opt, {"tokens": tokens, "seconds": seconds,
+                                                               "curriculum": curriculum.state_dict()},
+                            keep=cfg.save_total_limit)
 
     while step < cfg.max_steps and not (cfg.max_time_minutes and seconds >= cfg.max_time_minutes * 60):
         t0 = time.perf_counter()
         groups, generated = rollout(cfg, sample, step)  # generate with the current weights, score
+        if d.enabled:
+            curriculum.sync()
         batches, num_items = micro_batches(cfg, groups, pad_id, device)
+        counts = d.gather((len(batches), num_items))  # every rank's share of the step, for the normalisers
+        passes, accumulation = max(c[0] for c in counts), sum(c[0] for c in counts) / d.world_size
+        num_items = sum(c[1] for c in counts) / d.world_size
         if ref is not None:
             with torch.no_grad():
                 for mb in batches:
@@ -325,71 +353,37 @@ def train_grpo(cfg: GRPOConfig, resume: bool = False, config_text: str | None = 
             lr = lr_at(cfg, step, cfg.max_steps)
             for g in opt.param_groups:
                 g["lr"] = lr
-            loss_total, grad_norm, sums = optimizer_step(model, opt, batches, cfg, num_items, first=it == 0)
+            loss_total, grad_norm, sums = optimizer_step(trainee, opt, batches, cfg, num_items, first=it == 0,
+                                                         accumulation=accumulation, passes=passes)
             step += 1
             bar.update(1)
-            step_seconds = time.perf_counter() - t0
+            parts = d.gather((loss_total, sums, rollout_sums(generated, groups) if it == 0 else None,
+                              time.perf_counter() - t0))  # summed over ranks; rank 0's clock for everyone
+            loss_total, step_seconds = sum(p[0] for p in parts) / d.world_size, parts[0][3]
+            sums = sum((Counter(p[1]) for p in parts), Counter())
             seconds += step_seconds
             t0 = time.perf_counter()
             if it == 0:  # this step's wall time includes generating the batch
-                stats = _rollout_metrics(generated, groups, step_seconds)
-                tokens += sum(c.num_tokens for g in generated for c in g.completions)
+                rollout_counts = sum((Counter(p[2]) for p in parts), Counter())
+                stats = rollout_metrics(rollout_counts, step_seconds)
+                tokens += rollout_counts["length"]
             if step % cfg.logging_steps == 0 or step == cfg.max_steps:
                 rec = {"step": step, **stats, "loss": round(loss_total, 6), "lr": lr,
-                       "grad_norm": round(grad_norm, 4), **_loss_metrics(sums, cfg.beta), "tokens": tokens,
+                       "grad_norm": round(grad_norm, 4), **loss_metrics(sums, cfg.beta), "tokens": tokens,
                        "step_seconds": round(step_seconds, 3), "gen_seconds": round(gen_seconds, 3),
                        "seconds": round(seconds, 2), **curriculum.metrics()}
                 log.log(rec)
                 bar.set_postfix(reward=f"{rec['reward']:.3f}", acc=f"{rec['accuracy']:.2f}",
                                 len=f"{rec['completion_length']:.0f}", tok_s=f"{rec['tokens_per_s']:.0f}")
-            if cfg.eval_steps and step % cfg.eval_steps == 0:
-                log.log({"step": step, **_evaluate(model, tokenizer, chat, cfg)})
+            if cfg.eval_steps and step % cfg.eval_steps == 0 and d.is_main:
+                log.log({"step": step, **evaluate()})
         if step // cfg.save_steps > start_step // cfg.save_steps and step < cfg.max_steps:
             save()  # only between batches: a resumed run regenerates from a step boundary
     bar.close()
     save()
-    save_model_atomic(out / "model", model, tokenizer)
+    if d.is_main:
+        save_model_atomic(out / "model", model, tokenizer)
     log.close()
+    d.barrier()  # no rank leaves (and closes the group) before rank 0 has written the model
+    d.close()
     return out / "model"
-
-
-def _rollout_metrics(generated: list[Group], trained: list[Group], seconds: float) -> dict[str, float]:
-    """What the policy did on this batch; tokens_per_s is generated tokens over the step's wall time."""
-    scores = [s for g in generated for s in g.scores]
-    rewards = torch.tensor([s.reward for s in scores])
-    lengths = [c.num_tokens for g in generated for c in g.completions]
-    rec = {"reward": rewards.mean().item(), "reward_std": rewards.std().item() if len(scores) > 1 else 0.0,
-           "accuracy": sum(s.correct for s in scores) / len(scores),
-           "format_rate": sum(s.formatted for s in scores) / len(scores),
-           "truncated_frac": sum(s.truncated for s in scores) / len(scores),
-           "completion_length": sum(lengths) / len(lengths),
-           "zero_signal_frac": sum(not g.has_signal for g in generated) / len(generated),
-           "groups_generated": len(generated), "groups_trained": len(trained),
-           "tokens_per_s": sum(lengths) / max(seconds, 1e-9)}
-    by_level: dict[str, list[bool]] = {}
-    for g in generated:
-        by_level.setdefault(f"train_accuracy/{g.task}-{g.level}", []).extend(s.correct for s in g.scores)
-    rec |= {k: sum(v) / len(v) for k, v in sorted(by_level.items())}
-    return {k: round(v, 4) if isinstance(v, float) else v for k, v in rec.items()}
-
-
-def _loss_metrics(sums: Counter, beta: float) -> dict[str, float]:
-    n = max(1.0, sums["tokens"])
-    rec = {"clip_ratio": (sums["clip_low_sum"] + sums["clip_high_sum"]) / n, "clip_low": sums["clip_low_sum"] / n,
-           "clip_high": sums["clip_high_sum"] / n, "entropy": sums["entropy_sum"] / n}
-    if beta != 0.0:
-        rec["kl"] = sums["kl_sum"] / n
-    return {k: round(v, 6) for k, v in rec.items()}
-
-
-def _evaluate(model, tokenizer, chat, cfg: GRPOConfig) -> dict[str, float]:
-    from ponder.evaluate import accuracy_by_level
-
-    was_training = model.training
-    model.eval()
-    try:
-        acc = accuracy_by_level(model, tokenizer, chat, cfg.eval_mixture or cfg.mixture, cfg.eval_samples,
-                                seed=cfg.seed, max_tokens=cfg.eval_max_tokens)
-        return {f"eval/{k}": v for k, v in acc.items()}
-    finally:
-        model.train(was_training)

@@ -1,0 +1,137 @@
+"""What RL trainers share about rollouts: which engine samples them, and their metrics over ranks.
+
+The trainers only see the `Engine` interface. `engine: local` samples with the local
+KV-cache sampler on the trainer's own weights (it re-fuses its decode weights whenever
+a step changed them); `engine: vllm` is the seam for an optional GPU engine.
+Metrics are kept as sums so that, under torchrun, summing them over ranks and then
+dividing gives exactly the metrics of all ranks' rollouts together.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from transformers import AutoModelForCausalLM
+
+from ponder import PonderError
+from ponder.engine.base import Engine
+from ponder.model.chat import ChatFormat
+from ponder.model.loading import load_model, load_tokenizer
+from ponder.train.distributed import Dist
+
+if TYPE_CHECKING:
+    from ponder.train.curriculum import Curriculum
+
+ENGINES = ("local", "vllm")
+
+
+def check_engine(name: str) -> None:
+    """Refuse an engine that cannot run here, before training starts; imports vLLM only when chosen."""
+    if name not in ENGINES:
+        raise PonderError(f"config field 'engine' must be one of {', '.join(ENGINES)}, got {name!r}")
+    if name == "vllm":
+        try:
+            import vllm  # noqa: F401
+        except ImportError:
+            raise PonderError("config field 'engine': vllm is an optional extra that is not installed "
+                              "(pip install vllm), or use engine: local") from None
+        raise PonderError("config field 'engine': rollouts through vllm are not built yet; use engine: local")
+
+
+def load_policy(model: str, ckpt: Path | None):
+    """(model, tokenizer, chat format): the starting model, or a checkpoint's weights when resuming."""
+    if ckpt is None:
+        return load_model(model)
+    policy = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32)
+    tokenizer = load_tokenizer(ckpt)
+    return policy, tokenizer, ChatFormat.for_tokenizer(tokenizer)
+
+
+def make_engine(name: str, model, tokenizer, max_batch: int) -> Engine:
+    """The rollout engine over `model` (the unwrapped module, not its DDP wrapper)."""
+    check_engine(name)
+    from ponder.engine.local import LocalEngine
+
+    return LocalEngine(model, tokenizer, max_batch=max_batch)
+
+
+class RankCurriculum:
+    """A curriculum whose `record` calls wait for `sync()`, where every rank applies every rank's
+    records in rank order: the ranks' curricula (and the one checkpointed) stay identical."""
+
+    def __init__(self, inner: "Curriculum", d: Dist) -> None:
+        self.inner, self.d, self.pending = inner, d, []
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def record(self, *args) -> None:
+        self.pending.append(args)
+
+    def sync(self) -> None:
+        for part in self.d.gather(self.pending):
+            for args in part:
+                self.inner.record(*args)
+        self.pending = []
+
+
+def rollout_sums(generated: list, trained: list) -> Counter:
+    """This rank's rollout counts (groups as in `ponder.train.grpo.Group`), to be summed over ranks."""
+    s: Counter = Counter()
+    for g in generated:
+        for c, sc in zip(g.completions, g.scores):
+            s["n"] += 1
+            s["reward"] += sc.reward
+            s["reward_sq"] += sc.reward * sc.reward
+            s["correct"] += sc.correct
+            s["formatted"] += sc.formatted
+            s["truncated"] += sc.truncated
+            s["length"] += c.num_tokens
+            s[f"n/{g.task}-{g.level}"] += 1
+            s[f"k/{g.task}-{g.level}"] += sc.correct
+        s["zero_signal"] += not g.has_signal
+    s["groups_generated"], s["groups_trained"] = len(generated), len(trained)
+    return s
+
+
+def rollout_metrics(s: Counter, seconds: float) -> dict[str, float]:
+    """What the policy did on a step's batch; tokens_per_s is generated tokens over the step's wall time."""
+    n = max(1, s["n"])
+    mean = s["reward"] / n
+    var = (s["reward_sq"] - n * mean * mean) / (n - 1) if n > 1 else 0.0
+    rec = {"reward": mean, "reward_std": math.sqrt(max(0.0, var)), "accuracy": s["correct"] / n,
+           "format_rate": s["formatted"] / n, "truncated_frac": s["truncated"] / n,
+           "completion_length": s["length"] / n,
+           "zero_signal_frac": s["zero_signal"] / max(1, s["groups_generated"]),
+           "groups_generated": s["groups_generated"], "groups_trained": s["groups_trained"],
+           "tokens_per_s": s["length"] / max(seconds, 1e-9)}
+    for key in sorted(k for k in s if k.startswith("n/")):
+        rec[f"train_accuracy/{key[2:]}"] = s["k/" + key[2:]] / s[key]
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in rec.items()}
+
+
+def loss_metrics(sums: Counter, beta: float) -> dict[str, float]:
+    n = max(1.0, sums["tokens"])
+    rec = {"clip_ratio": (sums["clip_low_sum"] + sums["clip_high_sum"]) / n, "clip_low": sums["clip_low_sum"] / n,
+           "clip_high": sums["clip_high_sum"] / n, "entropy": sums["entropy_sum"] / n}
+    if beta != 0.0:
+        rec["kl"] = sums["kl_sum"] / n
+    return {k: round(v, 6) for k, v in rec.items()}
+
+
+def eval_accuracy(model, tokenizer, chat, mixture: list[dict], samples: int, seed: int,
+                  max_tokens: int) -> dict[str, float]:
+    """Greedy accuracy per task/level on held-out problems, logged as `eval/TASK/LEVEL`."""
+    from ponder.evaluate import accuracy_by_level
+
+    was_training = model.training
+    model.eval()
+    try:
+        acc = accuracy_by_level(model, tokenizer, chat, mixture, samples, seed=seed, max_tokens=max_tokens)
+        return {f"eval/{k}": v for k, v in acc.items()}
+    finally:
+        model.train(was_training)
