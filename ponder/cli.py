@@ -140,60 +140,42 @@ def cmd_eval_scaling(args) -> None:
     print("wrote " + ", ".join(str(p) for p in paths))
 
 
-def cmd_train_sft(args) -> None:
+def _train(args, config_cls, train, extra: dict | None = None) -> None:
+    """Every trainer's command: a YAML config plus --set overrides, saved beside the run, then train."""
     from pathlib import Path
 
     from ponder.config import load_config, parse_override
+
+    overrides = {**dict(parse_override(o) for o in args.set), **(extra or {})}
+    cfg = load_config(config_cls, args.config, overrides)
+    text = Path(args.config).read_text() if args.config else ""
+    text += "".join(f"\n# override: {k}={v!r}" for k, v in overrides.items())
+    print(f"saved to {train(cfg, resume=args.resume, config_text=text)}")
+
+
+def cmd_train_sft(args) -> None:
     from ponder.train.sft import SFTConfig, train_sft
 
-    overrides = dict(parse_override(o) for o in args.set)
-    cfg = load_config(SFTConfig, args.config, overrides)
-    text = Path(args.config).read_text() if args.config else ""
-    if overrides:
-        text += "".join(f"\n# override: {k}={v!r}" for k, v in overrides.items())
-    final = train_sft(cfg, resume=args.resume, config_text=text)
-    print(f"model saved to {final}")
+    _train(args, SFTConfig, train_sft)
 
 
 def cmd_train_prm(args) -> None:
     """`train prm` (and `train orm`, the same trainer on final correctness only)."""
-    from pathlib import Path
-
-    from ponder.config import load_config, parse_override
     from ponder.train.prm import PRMConfig, train_prm
 
-    overrides = dict(parse_override(o) for o in args.set)
-    if args.trainer == "orm":
-        overrides["kind"] = "orm"
-    cfg = load_config(PRMConfig, args.config, overrides)
-    text = Path(args.config).read_text() + "".join(f"\n# override: {k}={v!r}" for k, v in overrides.items())
-    print(f"reward model saved to {train_prm(cfg, resume=args.resume, config_text=text)}")
+    _train(args, PRMConfig, train_prm, {"kind": "orm"} if args.trainer == "orm" else None)
 
 
 def cmd_train_grpo(args) -> None:
-    from pathlib import Path
-
-    from ponder.config import load_config, parse_override
     from ponder.train.grpo import GRPOConfig, train_grpo
 
-    overrides = dict(parse_override(o) for o in args.set)
-    cfg = load_config(GRPOConfig, args.config, overrides)
-    text = Path(args.config).read_text() + "".join(f"\n# override: {k}={v!r}" for k, v in overrides.items())
-    final = train_grpo(cfg, resume=args.resume, config_text=text)
-    print(f"model saved to {final}")
+    _train(args, GRPOConfig, train_grpo)
 
 
 def cmd_train_star(args) -> None:
-    from pathlib import Path
-
-    from ponder.config import load_config, parse_override
     from ponder.train.star import STaRConfig, train_star
 
-    overrides = dict(parse_override(o) for o in args.set)
-    cfg = load_config(STaRConfig, args.config, overrides)
-    text = Path(args.config).read_text() + "".join(f"\n# override: {k}={v!r}" for k, v in overrides.items())
-    final = train_star(cfg, resume=args.resume, config_text=text)
-    print(f"model saved to {final}")
+    _train(args, STaRConfig, train_star)
 
 
 def cmd_plot(args) -> None:
