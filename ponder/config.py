@@ -72,20 +72,24 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     return cls(**kwargs)
 
 
+def read_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """The field: value mapping of a YAML (or JSON) file, or a one-line error naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise PonderError(f"{what} does not exist: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise PonderError(f"{what} {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if data is None:  # an empty file would silently give every default
+        raise PonderError(f"{what} {p} is empty")
+    if not isinstance(data, dict):
+        raise PonderError(f"{what} {p} must be a mapping of field: value, not {type(data).__name__}")
+    return data
+
+
 def load_config(cls: type[T], path: str | Path | None, overrides: dict[str, Any] | None = None) -> T:
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.exists():
-            raise PonderError(f"config file does not exist: {p}")
-        try:
-            data = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as e:
-            raise PonderError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from e
-        if data is None:  # an empty file would silently train every default
-            raise PonderError(f"config file {p} is empty")
-        if not isinstance(data, dict):
-            raise PonderError(f"config file {p} must be a mapping of field: value, not {type(data).__name__}")
+    data: dict[str, Any] = read_mapping(path) if path is not None else {}
     data.update(overrides or {})
     return from_dict(cls, data)
 

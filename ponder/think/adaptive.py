@@ -380,15 +380,6 @@ def _needs_verifier(action: str) -> bool:
 
 def load_policy(path: str) -> AdaptivePolicy:
     """An `AdaptivePolicy` from a YAML (or JSON) file of its fields."""
-    from pathlib import Path
+    from ponder.config import read_mapping
 
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise PonderError(f"policy file {path!r} does not exist")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise PonderError(f"policy file {path!r} is not valid YAML: {str(e).splitlines()[0]}") from None
-    return AdaptivePolicy.from_dict(data)
+    return AdaptivePolicy.from_dict(read_mapping(path, "policy file"))

@@ -44,11 +44,9 @@ class MajorityVote(Strategy):
 
     def solve_batch(self, questions: list[Question], budget: int | None = None,
                     listener: Listener | None = None) -> list[Thought]:
-        prompts = [self.prompt_of(q) for q in questions]
-        n = self.n if budget is None else max(1, min(self.n, budget))  # a tiny budget buys fewer chains
-        params = SamplingParams(n=n, temperature=self.temperature, top_p=self.top_p, seed=self.seed,
-                                max_tokens=self.max_new_tokens(prompts, budget, chains=n))
-        return [self._vote(group) for group in self.generate(prompts, params, listener)]
+        groups = self.sample_chains(questions, budget, listener, n=self.n, temperature=self.temperature,
+                                    top_p=self.top_p, seed=self.seed)
+        return [self._vote(group) for group in groups]
 
     def _vote(self, group) -> Thought:
         parts = [split_completion(self.chat, self.engine, c) for c in group]

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from ponder import PonderError
-from ponder.engine.base import SamplingParams
 from ponder.reward.base import Verifier, check_aggregation, rate
 from ponder.think.base import Node, Question, Strategy, Thought, Usage, split_completion
 from ponder.think.stream import Listener
@@ -52,11 +51,8 @@ class BestOfN(Strategy):
 
     def solve_batch(self, questions: list[Question], budget: int | None = None,
                     listener: Listener | None = None) -> list[Thought]:
-        prompts = [self.prompt_of(q) for q in questions]
-        n = self.n if budget is None else max(1, min(self.n, budget))  # a tiny budget buys fewer chains
-        params = SamplingParams(n=n, temperature=self.temperature, top_p=self.top_p, seed=self.seed,
-                                max_tokens=self.max_new_tokens(prompts, budget, chains=n))
-        groups = self.generate(prompts, params, listener)
+        groups = self.sample_chains(questions, budget, listener, n=self.n, temperature=self.temperature,
+                                    top_p=self.top_p, seed=self.seed)
         parts = [[split_completion(self.chat, self.engine, c) for c in group] for group in groups]
         # an answer the token cap cut short is no answer; one verifier call scores all the others
         parts = [[p if p[3] == "stop" else (p[0], "", 0, "length") for p in ps] for ps in parts]

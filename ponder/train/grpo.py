@@ -23,15 +23,14 @@ from ponder.engine.base import Completion, Engine, SamplingParams
 from ponder.model.chat import ChatFormat
 from ponder.model.loading import load_model
 from ponder.tasks import Problem, get_task
-from ponder.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, save_model_atomic
+from ponder.train.checkpoint import load_trainer_state, save_checkpoint, save_model_atomic
 from ponder.train.curriculum import Curriculum
 from ponder.train.data import MixtureItem, parse_mixture, sample_problem
-from ponder.train.distributed import NullLog, init, main_bar, no_sync, wrap, zero_backward
-from ponder.train.metrics import MetricsLog
+from ponder.train.distributed import main_bar, no_sync, wrap, zero_backward
 from ponder.train.rewards import Score, score
 from ponder.train.rl_loss import group_advantages, policy_loss
-from ponder.train.rollouts import (RankCurriculum, check_engine, eval_accuracy, load_policy, loss_metrics,
-                                  make_engine, rollout_metrics, rollout_sums)
+from ponder.train.rollouts import (RankCurriculum, check_engine, eval_accuracy, loss_metrics, make_engine, open_log,
+                                  rollout_metrics, rollout_sums, start_run)
 from ponder.train.sft import lr_at
 
 
@@ -283,16 +282,8 @@ def load_reference(path: str, device):
 def train_grpo(cfg: GRPOConfig, resume: bool = False, config_text: str | None = None) -> Path:
     """Train, checkpointing as configured; return the final model directory. Under torchrun every
     rank runs this same function: it joins the process group, and only rank 0 writes."""
-    if cfg.torch_threads:
-        torch.set_num_threads(cfg.torch_threads)
-    d = init()
-    out = Path(cfg.output_dir)
-    ckpt = latest_checkpoint(out) if out.exists() else None
-    if ckpt is not None and not resume:
-        raise PonderError(f"{out} already has checkpoints; pass --resume to continue or pick a new output_dir")
-    model, tokenizer, chat = load_policy(cfg.model, ckpt)
-    device = d.device or next(model.parameters()).device
-    model.to(device).train()
+    d, out, ckpt, model, tokenizer, chat = start_run(cfg, resume)
+    device = next(model.parameters()).device
     ref = load_reference(cfg.model, device) if cfg.beta != 0.0 else None
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
                             weight_decay=cfg.weight_decay, fused=False)
@@ -313,11 +304,7 @@ def train_grpo(cfg: GRPOConfig, resume: bool = False, config_text: str | None = 
     def sample(step: int, round_: int, count: int) -> list[Group]:
         return sample_groups(cfg, mixture, curriculum, engine, chat, tokenizer, step, round_, count, d.rank)
 
-    if d.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        if config_text is not None:
-            (out / "config.yaml").write_text(config_text)
-    log = MetricsLog(out / "metrics.jsonl", resume_step=state["step"] if ckpt else None) if d.is_main else NullLog()
+    log = open_log(d, out, config_text, state["step"] if ckpt else None)
     step, tokens, seconds = state["step"], state["tokens"], state["seconds"]
     def evaluate() -> dict[str, float]:
         return eval_accuracy(model, tokenizer, chat, cfg.eval_mixture or cfg.mixture, cfg.eval_samples, cfg.seed,

@@ -21,7 +21,9 @@ from ponder import PonderError
 from ponder.engine.base import Engine
 from ponder.model.chat import ChatFormat
 from ponder.model.loading import load_model, load_tokenizer
-from ponder.train.distributed import Dist
+from ponder.train.checkpoint import latest_checkpoint
+from ponder.train.distributed import Dist, NullLog, init
+from ponder.train.metrics import MetricsLog
 
 if TYPE_CHECKING:
     from ponder.train.curriculum import Curriculum
@@ -49,6 +51,32 @@ def load_policy(model: str, ckpt: Path | None):
     policy = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32)
     tokenizer = load_tokenizer(ckpt)
     return policy, tokenizer, ChatFormat.for_tokenizer(tokenizer)
+
+
+def start_run(cfg, resume: bool):
+    """What every RL run does first: threads, the process group, the checkpoint to resume
+    (refusing to overwrite one without --resume) and the policy on its device, in train mode.
+    Returns (dist, output dir, checkpoint or None, model, tokenizer, chat format)."""
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    d = init()
+    out = Path(cfg.output_dir)
+    ckpt = latest_checkpoint(out) if out.exists() else None
+    if ckpt is not None and not resume:
+        raise PonderError(f"{out} already has checkpoints; pass --resume to continue or pick a new output_dir")
+    model, tokenizer, chat = load_policy(cfg.model, ckpt)
+    model.to(d.device or next(model.parameters()).device).train()
+    return d, out, ckpt, model, tokenizer, chat
+
+
+def open_log(d: Dist, out: Path, config_text: str | None, resume_step: int | None):
+    """The run folder with its config, and the metrics log (rank 0 writes; other ranks log nothing)."""
+    if not d.is_main:
+        return NullLog()
+    out.mkdir(parents=True, exist_ok=True)
+    if config_text is not None:
+        (out / "config.yaml").write_text(config_text)
+    return MetricsLog(out / "metrics.jsonl", resume_step=resume_step)
 
 
 def make_engine(name: str, model, tokenizer, max_batch: int) -> Engine:

@@ -37,12 +37,12 @@ from ponder.model.chat import ChatFormat
 from ponder.model.loading import load_model
 from ponder.model.tokenizer import text_checker
 from ponder.tasks import Problem, Task
-from ponder.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, save_model_atomic
+from ponder.train.checkpoint import load_trainer_state, save_checkpoint, save_model_atomic
 from ponder.train.data import Example, MixtureItem, _collate, draw_problem, parse_mixture
-from ponder.train.distributed import Dist, NullLog, init, main_bar, wrap
-from ponder.train.metrics import MetricsLog, read_metrics
+from ponder.train.distributed import Dist, main_bar, wrap
+from ponder.train.metrics import read_metrics
 from ponder.train.rewards import visible_answer, well_formed
-from ponder.train.rollouts import check_engine, eval_accuracy, load_policy, make_engine
+from ponder.train.rollouts import check_engine, eval_accuracy, make_engine, open_log, start_run
 from ponder.train.sft import lr_at, step_loss
 
 HINT = " (answer: {answer})"  # plain ASCII: the built-in character tokenizer spells it
@@ -279,16 +279,8 @@ def train_star(cfg: STaRConfig, resume: bool = False, config_text: str | None = 
                engine_factory=None) -> Path:
     """Run the rounds, checkpointing as configured; return the final model directory.
     `engine_factory(model, tokenizer)` replaces the rollout engine (tests script one)."""
-    if cfg.torch_threads:
-        torch.set_num_threads(cfg.torch_threads)
-    d = init()
-    out = Path(cfg.output_dir)
-    ckpt = latest_checkpoint(out) if out.exists() else None
-    if ckpt is not None and not resume:
-        raise PonderError(f"{out} already has checkpoints; pass --resume to continue or pick a new output_dir")
-    model, tokenizer, chat = load_policy(cfg.model, ckpt)
-    device = d.device or next(model.parameters()).device
-    model.to(device).train()
+    d, out, ckpt, model, tokenizer, chat = start_run(cfg, resume)
+    device = next(model.parameters()).device
     trainee = wrap(model, d)  # DDP over the same parameters; the engine samples from the bare model
     opt = new_optimizer(cfg, model)
     state = {"step": 0, "round": 0, "round_step": 0, "round_done": True, "tokens": 0, "seconds": 0.0}
@@ -297,11 +289,7 @@ def train_star(cfg: STaRConfig, resume: bool = False, config_text: str | None = 
     engine = (engine_factory(model, tokenizer) if engine_factory is not None
               else make_engine(cfg.engine, model, tokenizer, max_batch=256))
     mixture = parse_mixture(cfg.mixture)
-    if d.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        if config_text is not None:
-            (out / "config.yaml").write_text(config_text)
-    log = MetricsLog(out / "metrics.jsonl", resume_step=state["step"] if ckpt else None) if d.is_main else NullLog()
+    log = open_log(d, out, config_text, state["step"] if ckpt else None)
     last = state.get("record")  # a finished round's line, saved before it was logged: log it if a kill lost it
     if d.is_main and last and not any(r.get("round") == last["round"] and "kept" in r
                                       for r in read_metrics(out / "metrics.jsonl")):
