@@ -309,3 +309,23 @@ def test_ask_with_adaptive_and_revise_on_a_real_tiny_model(micro_dir, tmp_path, 
         assert main(ask + extra) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("effort, most", [("medium", 8), ("high", 16)])
+def test_adaptive_effort_presets_stop_on_agreement_and_cap_their_chains(effort, most):
+    from ponder.think.effort import strategy_for_effort
+
+    agree = VoteEngine({Q: ["5"] * 100})
+    th = strategy_for_effort(effort, agree, CHAT, preset="adaptive").solve(Q)
+    assert th.answer == "5" and agree.generated == 4 * CHAIN  # the probe agreed: nothing more
+    split = VoteEngine({Q: ["1", "2", "3", "4", "5", "6", "7"] * 10})  # never agrees
+    th = strategy_for_effort(effort, split, CHAT, preset="adaptive").solve(Q)
+    assert split.generated == th.usage.completion_tokens == most * CHAIN
+    vote = VoteEngine({Q: ["5"] * 100})
+    strategy_for_effort(effort, vote, CHAT, preset="vote").solve(Q)  # votes over a fixed number of chains
+    assert vote.generated == {"medium": 5, "high": 16}[effort] * CHAIN
+    default = VoteEngine({Q: ["5"] * 100})
+    strategy_for_effort(effort, default, CHAT).solve(Q)  # what ask and serve use: medium adapts, high votes
+    assert default.generated == {"medium": 4, "high": 16}[effort] * CHAIN
+    with pytest.raises(PonderError, match="unknown effort preset 'fast'"):
+        strategy_for_effort(effort, vote, CHAT, preset="fast")

@@ -43,9 +43,15 @@ def test_effort_presets_count_every_chain(builtin):
     q = "What is 3 + 5 + 6 + 1 mod 7?"
     low = strategy_for_effort("low", engine, chat).solve(q)
     before = engine.stats.generated_tokens
-    high = strategy_for_effort("high", engine, chat).solve(q)
+    high = strategy_for_effort("high", engine, chat, preset="vote").solve(q)
     generated = engine.stats.generated_tokens - before
     assert high.usage.completion_tokens == generated  # all 16 chains, not just the chosen one
     assert high.usage.completion_tokens > 8 * low.usage.completion_tokens
     assert high.usage.answer_tokens == low.usage.answer_tokens  # only one answer is shown
     assert len(high.tree.children) == 16 and sum(c.chosen for c in high.tree.children) == 1
+    before = engine.stats.generated_tokens
+    adaptive = strategy_for_effort("high", engine, chat, preset="adaptive").solve(q)
+    assert adaptive.answer == low.answer == "1"
+    chains = [n for n in adaptive.tree.walk() if n.answer is not None]
+    assert len(chains) == 4  # the probe's 4 chains agreed: high spends no more on an easy question
+    assert adaptive.usage.completion_tokens == engine.stats.generated_tokens - before
