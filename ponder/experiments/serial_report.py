@@ -8,7 +8,7 @@ from pathlib import Path
 from ponder.experiments.serial import SETTINGS, TASKS
 
 DESCRIBE = {"s5": "composing permutations of 5, left to right", "modadd": "a sum of terms mod 7",
-            "isq": "squaring mod 59, n times", "cvp": "a chain of and/or/xor/not gates"}
+            "isq": "squaring n times mod a prime (23-89)", "cvp": "a chain of and/or/xor/not gates"}
 
 
 def _axes(records: list[dict]) -> tuple[list[str], list[str]]:
@@ -62,8 +62,8 @@ def markdown(records: list[dict], command: str = "") -> str:
         lines.append("")
     lines.append("Chance is 1 / the number of possible answers; every family draws its answers uniformly.")
     if "isq" in tasks:
-        lines.append("isq has only 56 questions at any one length (one per base, mod 59), of which 3 or 4 are "
-                     "held out, so its accuracies move in steps of 25-33 points.")
+        lines.append("isq has 544 questions at any one length (a base and one of nine primes), of which about 34 "
+                     "are held out, so its accuracies move in steps of about 3 points.")
     return "\n".join(lines) + "\n"
 
 
