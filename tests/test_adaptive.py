@@ -3,14 +3,12 @@ revision training pairs."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ponder import PonderError
-from ponder.engine.base import Capabilities, Completion, SamplingParams, cut_at_stop
+from ponder.engine.base import Capabilities, Completion, SamplingParams
 from ponder.model.chat import ChatFormat
 from ponder.tasks import Problem
 from ponder.think.adaptive import Adaptive, AdaptivePolicy, Tier, estimate
@@ -18,15 +16,11 @@ from ponder.think.base import Thought
 from ponder.think.registry import build_strategy, scaled_params
 from ponder.think.revise import Revise
 from ponder.train.revise_data import Attempt, encode, revision_examples
+from scripted import TableVerifier, WorldEngine, tokens
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CHAT = ChatFormat()
-TOKEN = re.compile(r"<\|end\|>|</think>|<think>|<\|user\|>|<\|assistant\|>|.", re.S)
 Q = "What is the thing?"
-
-
-def tokens(text: str) -> list[str]:
-    return TOKEN.findall(text)
 
 
 class VoteEngine:
@@ -61,48 +55,6 @@ class VoteEngine:
                 group.append(Completion("".join(toks), list(range(len(toks))), finish, self.count_tokens(p)))
             out.append(group)
         return out
-
-
-class WorldEngine:
-    """A scripted model that can only write one of `chains`, continuing what is written after `<think>`."""
-
-    capabilities = Capabilities(streaming=False)
-
-    def __init__(self, chains: list[str], fallback: str = "0<|end|>") -> None:
-        self.chains, self.fallback, self.generated = chains, fallback, 0
-
-    def count_tokens(self, text: str) -> int:
-        return len(tokens(text))
-
-    def generate(self, prompts, params, on_step=None):
-        seen: dict[str, int] = {}
-        out = []
-        for p in prompts:
-            written = p.split("<think>", 1)[1]
-            options = [c[len(written):] for c in self.chains if c.startswith(written)] or [self.fallback]
-            first = seen.get(p, 0)
-            seen[p] = first + params.n
-            group = []
-            for j in range(params.n):
-                text, stop = cut_at_stop(options[(first + j) % len(options)], params.stop)
-                toks = tokens(text)
-                finish = "stop" if stop else "eos" if text.endswith("<|end|>") else "length"
-                if len(toks) > params.max_tokens:
-                    toks, finish, stop = toks[: params.max_tokens], "length", None
-                self.generated += len(toks)
-                group.append(Completion("".join(toks), list(range(len(toks))), finish, self.count_tokens(p), stop))
-            out.append(group)
-        return out
-
-
-class TableVerifier:
-    def __init__(self, table: dict[str, float], default: float = 0.5) -> None:
-        self.table, self.aggregation, self.default = table, "last", default
-
-    def score_batch(self, questions, chains, answers):
-        return [[self.table.get(s, self.default) for s in steps] +
-                ([self.table.get(f"={a}", self.default)] if a is not None else [])
-                for steps, a in zip(chains, answers)]
 
 
 CHAIN = len(tokens("work\nso 5</think>5<|end|>"))  # tokens of one scripted chain

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ponder import PonderError
-from ponder.engine.base import Capabilities, Completion, SamplingParams, cut_at_stop
 from ponder.model.chat import ChatFormat
 from ponder.think.base import Thought
 from ponder.think.mcts import MCTS
@@ -17,71 +14,10 @@ from ponder.think.registry import build_strategy
 from ponder.think.search import DVTS, BeamSearch
 from ponder.think.show import describe
 from ponder.think.verified import BestOfN, pick
+from scripted import TableVerifier, WorldEngine, tokens
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CHAT = ChatFormat()
-TOKEN = re.compile(r"<\|end\|>|</think>|<think>|<\|user\|>|<\|assistant\|>|.", re.S)
-
-
-def tokens(text: str) -> list[str]:
-    return TOKEN.findall(text)
-
-
-class WorldEngine:
-    """A scripted model: it can only write one of `chains` (whole completions).
-
-    A call continues each prompt with the chains that extend what is already
-    written after `<think>`; sample j of a prompt takes the j-th of them (the
-    same prompt repeated in one call takes the next ones), wrapping around.
-    Markers are one token, every other character is one.
-    """
-
-    capabilities = Capabilities(streaming=False)
-
-    def __init__(self, chains: list[str], fallback: str = "0<|end|>") -> None:
-        self.chains, self.fallback = chains, fallback
-        self.generated = 0
-        self.calls: list[tuple[list[str], SamplingParams]] = []
-
-    def count_tokens(self, text: str) -> int:
-        return len(tokens(text))
-
-    def generate(self, prompts, params, on_step=None):
-        self.calls.append((list(prompts), params))
-        seen: dict[str, int] = {}
-        out = []
-        for p in prompts:
-            written = p.split("<think>", 1)[1]
-            options = [c[len(written):] for c in self.chains if c.startswith(written)] or [self.fallback]
-            first = seen.get(p, 0)
-            seen[p] = first + params.n
-            out.append([self._complete(options[(first + j) % len(options)], params, p) for j in range(params.n)])
-        return out
-
-    def _complete(self, rest: str, params: SamplingParams, prompt: str) -> Completion:
-        text, stop = cut_at_stop(rest, params.stop)
-        toks = tokens(text)
-        finish = "stop" if stop else "eos" if text.endswith("<|end|>") else "length"
-        if len(toks) > params.max_tokens:
-            toks, finish, stop = toks[: params.max_tokens], "length", None
-        self.generated += len(toks)
-        return Completion("".join(toks), list(range(len(toks))), finish, self.count_tokens(prompt), stop)
-
-
-class TableVerifier:
-    """Scores each step (and answer) from a table; anything else gets `default`."""
-
-    def __init__(self, table: dict[str, float], aggregation: str = "last", default: float = 0.5) -> None:
-        self.table, self.aggregation, self.default = table, aggregation, default
-        self.calls = 0
-
-    def score_batch(self, questions, chains, answers):
-        self.calls += 1
-        return [[self.table.get(s, self.default) for s in steps] +
-                ([self.table.get(f"={a}", self.default)] if a is not None else [])
-                for steps, a in zip(chains, answers)]
-
-
 Q = "What is the thing?"
 
 
