@@ -33,6 +33,37 @@ def test_special_tokens_are_single_ids_and_survive_save_and_load(tmp_path):
     assert again.eos_token == "<|end|>" and again.pad_token_id == 0
 
 
+WORDS = ["12345", "21345", "47", "59"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(WORDS + ["1", "4", "7", "9", "5", " ", "+", "\n", "a", "^"]), max_size=30))
+def test_whole_words_are_one_token_only_where_they_stand_alone(parts):
+    tok = build_char_tokenizer(WORDS)
+    text = "".join(parts)
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids) == text
+    pieces = [tok.decode([i]) for i in ids]
+    for piece in pieces:
+        assert len(piece) == 1 or piece in WORDS
+    # a run of letters and digits is one word token exactly when it is a whole word
+    runs = [r for r in "".join(c if c.isalnum() else " " for c in text).split()]
+    assert sum(len(p) > 1 for p in pieces) == sum(r in WORDS for r in runs)
+
+
+def test_whole_words_survive_save_and_load_and_bad_ones_are_refused(tmp_path):
+    tok = build_char_tokenizer(WORDS)
+    assert len(tok) == len(SPECIAL_TOKENS) + len(CHARS) + len(WORDS)
+    text = "<|user|>Compose: 12345 21345<|assistant|><think>47^2 mod 59=26</think>123456<|end|>"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert [tok.decode([i]) for i in ids].count("21345") == 1 and "123456" not in tok.get_vocab()
+    tok.save_pretrained(tmp_path)
+    assert AutoTokenizer.from_pretrained(tmp_path)(text, add_special_tokens=False)["input_ids"] == ids
+    for bad in ("", "1 2", "é1"):
+        with pytest.raises(PonderError, match="word token"):
+            build_char_tokenizer([bad])
+
+
 def test_unknown_characters_are_named():
     check_text("What is 2 + 2?")
     with pytest.raises(PonderError, match="'é'.*'€'|'€'.*'é'"):

@@ -33,6 +33,7 @@ from ponder.train.metrics import MetricsLog, progress
 class SFTConfig:
     output_dir: str = "runs/sft"
     model: str = "ponder-tiny"  # a config name trains from scratch; a path fine-tunes that model
+    word_tokens: list[str] = field(default_factory=list)  # whole words that are one token each (from scratch only)
     mixture: list[dict] = field(default_factory=lambda: [{"task": "add", "levels": [1, 2, 3]}])
     cot: bool = True  # False: train to answer directly, with an empty think block
     max_steps: int = 1000
@@ -68,6 +69,10 @@ class SFTConfig:
         if self.max_train_tokens is not None and self.max_train_tokens < 1:
             raise PonderError(f"config field 'max_train_tokens' must be >= 1, got {self.max_train_tokens}")
         parse_mixture(self.mixture)
+        if self.word_tokens and not is_config_name(self.model):
+            raise PonderError("word_tokens are for a model trained from scratch; a trained model keeps its tokenizer")
+        if self.word_tokens:
+            build_char_tokenizer(self.word_tokens)  # refuses a bad word now, not after loading data
 
 
 def lr_at(cfg: SFTConfig, step: int, total: int) -> float:
@@ -124,7 +129,7 @@ def train_sft(cfg: SFTConfig, resume: bool = False, config_text: str | None = No
     ckpt = latest_checkpoint(out) if out.exists() else None
     if ckpt is not None and not resume:
         raise PonderError(f"{out} already has checkpoints; pass --resume to continue or pick a new output_dir")
-    tokenizer = build_char_tokenizer() if is_config_name(cfg.model) else load_tokenizer(cfg.model)
+    tokenizer = build_char_tokenizer(cfg.word_tokens) if is_config_name(cfg.model) else load_tokenizer(cfg.model)
     chat = ChatFormat.for_tokenizer(tokenizer)
     data = SFTData(parse_mixture(cfg.mixture), tokenizer, chat, cfg.seed, cfg.cot, cfg.max_length, hints=hints)
     model = build_model(cfg, tokenizer) if ckpt is None else AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32)
