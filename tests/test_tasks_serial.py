@@ -424,3 +424,43 @@ def test_cvp_names_are_fixed_width():
 def test_default_isq_asks_both_moduli_including_the_canonical_97():
     mods = {isq_parse(ISq().sample(random.Random(s), 2).question)[2] for s in range(60)}
     assert mods == {59, 97}
+
+
+# ------------------------------------------------------------------ short traces
+
+SHORT = {"s5": S5(trace="short"), "modadd": ModAdd(trace="short"), "isq": ISq((59, 89), trace="short")}
+
+
+def short_replay(name: str, question: str, steps) -> str:
+    """Replay a short trace: s5 `{r_k}`, modadd `{x}={new}`, isq `{x}^2 mod {m}={y}`."""
+    if name == "s5":
+        perms = s5_parse(question)
+        assert list(steps) == [s5_solve(perms[: k + 1]) for k in range(len(perms))]
+        return steps[-1]
+    if name == "modadd":
+        terms, mod = modadd_parse(question)
+        assert list(steps) == [f"{x}={sum(terms[: k + 1]) % mod}" for k, x in enumerate(terms)]
+        return steps[-1].split("=")[1]
+    base, n, mod = isq_parse(question)
+    x = base
+    for line in steps:
+        assert line == f"{x}^2 mod {mod}={x * x % mod}"
+        x = x * x % mod
+    assert len(steps) == n
+    return str(x)
+
+
+@pytest.mark.parametrize("name", sorted(SHORT))
+@SETTINGS
+@given(seed=seeds, length=st.integers(1, 33))
+def test_short_traces_replay_to_the_same_answer_as_the_full_ones(name, seed, length):
+    short = SHORT[name].sample_length(random.Random(seed), length)
+    full = type(TASKS[name])(**({"modulus": (59, 89)} if name == "isq" else {})).sample_length(random.Random(seed), length)
+    assert short.question == full.question and short.answer == full.answer  # only the trace differs
+    assert short_replay(name, short.question, short.steps) == short.answer == SOLVE[name](short.question)
+
+
+def test_unknown_trace_is_refused():
+    for family in (S5, ModAdd, ISq):
+        with pytest.raises(PonderError, match="traces full, short, not 'long'"):
+            family(trace="long")

@@ -39,11 +39,29 @@ def _check_length(task: str, length: int, limit: int | None = None) -> int:
     return length
 
 
+TRACES = ("full", "short")
+
+
+def _check_trace(task: str, trace: str) -> str:
+    if trace not in TRACES:
+        raise PonderError(f"task {task!r} has traces {', '.join(TRACES)}, not {trace!r}")
+    return trace
+
+
 class _SerialTask(Task):
-    """Shared plumbing: levels map to lengths through `lengths`."""
+    """Shared plumbing: levels map to lengths through `lengths`.
+
+    `trace="short"` writes each step as a line that reads its operands at a fixed distance:
+    the previous line's state, and, where the question has one input per step (s5, modadd),
+    an input item exactly as many tokens away as every other step's, because a short line
+    is as long as a question item (with one token per permutation or number, see
+    `experiments/serial.py`). That is the setting of the expressivity experiments, where one
+    layer can fetch both operands by position. `full` is the readable default.
+    """
 
     lengths: tuple[int, ...] = ()
     unit: str = "items"
+    trace: str = "full"
 
     def length_of_level(self, level: int) -> int:
         if not 1 <= level <= self.max_level:
@@ -93,7 +111,7 @@ class S5(_SerialTask):
 
     `Compose: p1 p2 ... pK` asks for r_K where r_1 = p1 and
     r_k[i] = p_k[r_{k-1}[i]] (1-based one-line arrays): apply p1 first, then p2.
-    Trace: one line per permutation, `{p_k} {r_k}`.
+    Trace: one line per permutation, `{p_k} {r_k}`; the short trace is `{r_k}` alone.
     """
 
     name = "s5"
@@ -101,16 +119,19 @@ class S5(_SerialTask):
     max_level = 5
     unit = "permutations of 5"
 
+    def __init__(self, trace: str = "full") -> None:
+        self.trace = _check_trace(self.name, trace)
+
     def make(self, perms: list[str], level: int | None = None) -> Problem:
         perms = [str(p) for p in perms]
         if not perms or not all(_is_perm(p) for p in perms):
             raise PonderError("s5 needs one or more permutations of 12345 written like 21345")
-        steps = []
+        short = self.trace == "short"
         r = perms[0]
-        steps.append(f"{perms[0]} {r}")
+        steps = [r if short else f"{r} {r}"]
         for p in perms[1:]:
             r = "".join(p[int(c) - 1] for c in r)
-            steps.append(f"{p} {r}")
+            steps.append(r if short else f"{p} {r}")
         return Problem(
             family=self.name,
             level=level if level is not None else self.level_of_length(len(perms)),
@@ -140,7 +161,9 @@ class S5(_SerialTask):
 class ModAdd(IntegerAnswer, _SerialTask):
     """`What is 3 + 5 + 6 + 1 mod 7?` with a running-sum trace.
 
-    Trace: the first term alone, then `{prev}+{x}={new}` for every later term.
+    Trace: the first term alone, then `{prev}+{x}={new}` for every later term. The short
+    trace is `{x}={new}` for every term, first included: four characters per line, as many
+    as a term of the question (`3 + `).
     """
 
     name = "modadd"
@@ -148,10 +171,11 @@ class ModAdd(IntegerAnswer, _SerialTask):
     max_level = 5
     unit = "terms"
 
-    def __init__(self, modulus: int = 7) -> None:
+    def __init__(self, modulus: int = 7, trace: str = "full") -> None:
         if isinstance(modulus, bool) or not isinstance(modulus, int) or modulus < 2:
             raise PonderError(f"modadd needs a whole-number modulus >= 2, not {modulus!r}")
         self.modulus = modulus
+        self.trace = _check_trace(self.name, trace)
         self.unit = f"terms mod {modulus}"
 
     def make(self, terms: list[int], level: int | None = None) -> Problem:
@@ -159,10 +183,10 @@ class ModAdd(IntegerAnswer, _SerialTask):
         if not terms or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < m for t in terms):
             raise PonderError(f"modadd needs one or more terms in 0..{m - 1}")
         acc = terms[0]
-        steps = [str(acc)]
+        steps = [f"{acc}={acc}" if self.trace == "short" else str(acc)]
         for x in terms[1:]:
             new = (acc + x) % m
-            steps.append(f"{acc}+{x}={new}")
+            steps.append(f"{x}={new}" if self.trace == "short" else f"{acc}+{x}={new}")
             acc = new
         return Problem(
             family=self.name,
@@ -184,7 +208,9 @@ class ModAdd(IntegerAnswer, _SerialTask):
 class ISq(IntegerAnswer, _SerialTask):
     """`What is 3^(2^5) mod 97?`: square n times, reducing mod m each time.
 
-    Trace: `{x}^2={y}` with y = x*x mod m, one line per squaring, from the base.
+    Trace: `{x}^2={y}` with y = x*x mod m, one line per squaring, from the base. The short
+    trace repeats the modulus on every line, `{x}^2 mod {m}={y}`, so each step finds it in
+    the line before instead of ever further back in the question.
 
     Why 59 and not 97: squaring mod p walks into a cycle whose length is the
     order of 2 modulo the odd part of p-1. For 97 (96 = 32*3) every base lands
@@ -201,13 +227,14 @@ class ISq(IntegerAnswer, _SerialTask):
     max_level = 5
     unit = "squarings mod 59"
 
-    def __init__(self, modulus: int | tuple[int, ...] = (59, 97)) -> None:
+    def __init__(self, modulus: int | tuple[int, ...] = (59, 97), trace: str = "full") -> None:
+        self.trace = _check_trace(self.name, trace)
         moduli = (modulus,) if isinstance(modulus, int) and not isinstance(modulus, bool) else tuple(modulus)
         for m in moduli:
             if isinstance(m, bool) or not isinstance(m, int) or m < 4:
                 raise PonderError(f"isq needs a whole-number modulus >= 4, not {m!r}")
         # The question names its modulus; the default family mixes 59 (truly serial) and 97 (the
-        # canonical question form). The serial experiment uses ISq(59) alone.
+        # canonical question form). The serial experiment draws from nine primes.
         self.moduli = moduli
         self.modulus = moduli[0]
         self.unit = f"squarings mod {'/'.join(map(str, moduli))}"
@@ -221,7 +248,7 @@ class ISq(IntegerAnswer, _SerialTask):
         steps = []
         for _ in range(n):
             y = x * x % m
-            steps.append(f"{x}^2={y}")
+            steps.append(f"{x}^2 mod {m}={y}" if self.trace == "short" else f"{x}^2={y}")
             x = y
         return Problem(
             family=self.name,
