@@ -177,7 +177,7 @@ def test_every_setting_reads_the_same_number_of_tokens(quick):
             for r in by.values():  # the run stops at the first step that reaches the budget
                 assert budget <= r["train_tokens"] < budget * 1.05
             assert by["base"]["train_examples"] == by["hint"]["train_examples"]
-            assert by["cot"]["train_examples"] < 0.7 * by["base"]["train_examples"]  # longer sequences, fewer problems
+            assert by["cot"]["train_examples"] < 0.8 * by["base"]["train_examples"]  # longer sequences, fewer problems
             steps = [r["train_steps"] for r in by.values()]  # batches of about the same number of tokens
             assert max(steps) <= 1.1 * min(steps)
             assert by["cot"]["reasoning_tokens_per_question"] > 10 * by["base"]["reasoning_tokens_per_question"]
@@ -198,8 +198,14 @@ def test_a_rerun_skips_finished_cells_and_redoes_changed_ones(quick, tmp_path, m
     monkeypatch.setattr(serial, "run_cell", fake)
     run_sweep(QUICK, out)
     assert ran == []  # all finished
-    run_sweep(replace(QUICK, lengths=(4, 5)), out)
+    run_sweep(replace(QUICK, lengths=(4, 5)), out, command="ponder experiment serial --lengths 4 5")
     assert len(ran) == 12 and all(k.split("/")[1] == "5" for k in ran)  # only the new length
+    # each record keeps the command that made it, and the table names every command
+    commands = {r["length"]: r["command"] for r in json.loads((out / "results.json").read_text())["cells"]}
+    assert commands == {4: json.loads((quick / "results.json").read_text())["command"],
+                        5: "ponder experiment serial --lengths 4 5"}
+    md = (out / "results.md").read_text()
+    assert "--quick" in md and "--lengths 4 5" in md
     ran.clear()
     run_sweep(replace(QUICK, train_tokens=QUICK.train_tokens + 1, tasks=("s5",)), out)
     assert len(ran) == 6  # a changed budget makes a finished cell stale
@@ -243,3 +249,39 @@ def test_bad_input_is_refused_in_one_line(args, message, tmp_path, capsys):
 def test_fixed_length_mixture_entries_are_checked_when_parsed(entry, message):
     with pytest.raises(PonderError, match=re.escape(message)):
         parse_mixture([entry])
+
+
+# ------------------------------------------------------- what a step of the short trace reads
+
+
+@pytest.mark.parametrize("task", ["s5", "modadd"])
+def test_each_short_trace_line_reads_its_input_item_at_the_same_distance(task):
+    """The point of the short trace with item tokens: line k's first token is a fixed number of
+    positions after item k's, for every k, so one attention head can fetch it by position."""
+    cell = Cell(task, 9, 1, "cot")
+    tok = build_char_tokenizer(serial.words(cell, serial.SweepSpec()))
+    mixture = parse_mixture(serial.training_mixture(task, 9, "short"))
+    d = SFTData(mixture, tok, CHAT, seed=0, cot=True, max_length=4096)
+    for seed in range(5):
+        p = d.problem(random.Random(seed))
+        ex = d.encode([p])[0]
+        pieces = [tok.decode([i]) for i in ex.ids]
+        if task == "s5":
+            items = [t for t in range(ex.start) if len(pieces[t]) == 5]  # one token per permutation
+            lines = [t for t in range(ex.start, len(pieces)) if len(pieces[t]) == 5][:-1]  # the last is the answer
+        else:
+            items = [t for t in range(ex.start) if pieces[t].isdigit() and pieces[t + 1] in (" ", "?")][:-1]
+            lines = [t for t in range(ex.start, len(pieces) - 1) if pieces[t + 1] == "="]
+        assert len(items) == len(lines) == 9
+        assert len({line - item for item, line in zip(items, lines)}) == 1
+
+
+def test_isq_trains_on_every_length_up_to_the_cells_and_tests_on_its_own():
+    mixture = parse_mixture(serial.training_mixture("isq", 6, "short"))
+    assert sorted(m.length for m in mixture) == [1, 2, 3, 4, 5, 6]
+    assert [m.length for m in parse_mixture(serial.training_mixture("s5", 6, "short"))] == [6]
+    tests = heldout_set("isq", 6, 50, trace="short")
+    assert all(len(p.steps) == 6 and " mod " in p.steps[0] for p in tests)
+    # nearly every held-out question's first squaring is a training question at a shorter length
+    firsts = [p.question.replace("(2^6)", "(2^1)") for p in tests]
+    assert sum(not is_heldout(q) for q in firsts) >= 0.8 * len(firsts)

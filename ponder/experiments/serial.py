@@ -22,19 +22,29 @@ Every optimizer step reads about `batch_tokens` tokens (fewer examples per
 batch for cot), so the settings also take about the same number of steps on
 the same learning-rate schedule.
 
-`isq` runs in base and cot only (see `hints.py`), over the primes in `ISQ_MODULI`. At one length a
-question is just a base and a modulus: with 59 alone there were 56 questions per length and 3 or 4 held
-out; with nine primes there are 544 and about 34 held out, enough to measure. A held-out question's
-first squaring is of a base no training question at that length starts from, and for a non-residue
-base it appears in no training trace either, so isq tests generalisation over a lookup table as much as
-serial computation (a pilot at lengths 8 and 16, 2 layers, 1.5M tokens: cot 0% and 3%, base 9%, chance
-5%, with cot's training loss at 0.05: it memorises).
+How a step is laid out decides what one layer can learn. With one token per
+character and the readable traces, a step copies its input item from ever
+further back in the question, and an s5 step is two chained lookups per digit.
+So by default every permutation, number and two-letter wire name is one token
+(`item_tokens`) and s5, modadd and isq write their short traces (`trace`,
+see `tasks/serial.py`): each line reads the line before and its input item a
+fixed number of positions back, as in the published experiments. Even then a
+step's result says nothing about either operand alone (a group product), so
+training sits on a loss plateau until attention finds both at once; many
+small steps get off it sooner than the same tokens in large ones.
+
+`isq` runs in base and cot only (see `hints.py`), over the primes in `ISQ_MODULI`, and trains on every
+length up to the cell's (`training_mixture`): at one length a question is just a base and a modulus
+(544 of them, about 34 held out), so a held-out question starts with a squaring no training question of
+that length shows.
+
 Each cell is written to `results.json` as it finishes; a rerun skips finished
 cells whose training settings match, so a killed sweep resumes.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -51,6 +61,7 @@ from ponder import PonderError
 from ponder.experiments.hints import has_hints, hint_targets
 from ponder.model.configs import sized_name
 from ponder.tasks import Problem
+from ponder.tasks.serial import CVP, wire_names
 from ponder.train.data import draw_problem, parse_mixture
 from ponder.train.metrics import progress, read_metrics
 
@@ -59,6 +70,21 @@ SETTINGS = ("base", "cot", "hint")
 # Primes below 100 whose squaring cycles are at least 10 long (mod 97 they are at most 2: see ISq).
 ISQ_MODULI = (23, 47, 53, 59, 67, 71, 79, 83, 89)
 OPTIONS = {"isq": {"modulus": list(ISQ_MODULI)}, "modadd": {"modulus": 7}}
+SHORT_TRACES = ("s5", "modadd", "isq")  # the families with a `trace="short"` option
+
+
+def item_words(task: str, length: int) -> list[str]:
+    """The whole words that are one token each with `item_tokens`: a permutation, a number, a wire name.
+
+    modadd needs none (its numbers are digits), nor cvp up to 22 gates (one-letter names).
+    """
+    if task == "s5":
+        return ["".join(p) for p in itertools.permutations("12345")]
+    if task == "isq":
+        return [str(i) for i in range(10, 100)]  # moduli, values and squaring counts below 100
+    if task == "cvp" and CVP.name_width(length) > 1:
+        return wire_names(length + CVP.max_inputs, 2)
+    return []
 MAX_CONTEXT = 4096  # positions; a length whose reference example does not fit is refused
 
 
@@ -79,17 +105,21 @@ class SweepSpec:
     """What to sweep and how every cell trains (the same for all cells)."""
 
     tasks: tuple[str, ...] = TASKS
-    lengths: tuple[int, ...] = (4, 8, 16, 32)
+    lengths: tuple[int, ...] = (4, 8, 16)  # the measured sweep: an hour on 2 cores with --workers 2
     depths: tuple[int, ...] = (1, 2, 4)
     settings: tuple[str, ...] = SETTINGS
     hidden: int = 64
     heads: int = 4
     ffn: int = 256
     train_tokens: int = 1_500_000  # per cell, prompt + completion tokens
-    batch_tokens: int = 1536  # per optimizer step; the examples per step follow from the setting's length
+    batch_tokens: int = 512  # per optimizer step (the examples per step follow from the setting's length);
+    # small steps, many of them: these tasks sit on a loss plateau until attention finds both operands of
+    # a step at once, and the number of updates, more than the tokens, decides when a cell gets off it
     learning_rate: float = 3e-3
     warmup_steps: int = 20
-    bf16: bool = True
+    trace: str = "short"  # s5, modadd, isq: one fixed-width line per step (see tasks/serial.py); "full" otherwise
+    item_tokens: bool = True  # every permutation, number and wire name is one token
+    bf16: bool = False  # bfloat16 autocast is slower for these tiny models on a CPU (bench/train_dtype.py)
     n_test: int = 200  # held-out problems per cell (isq has only 3-4 at any one length)
     seed: int = 0
 
@@ -115,8 +145,25 @@ def with_axes(spec: SweepSpec, tasks=None, lengths=None, depths=None, settings=N
     return replace(spec, **{k: tuple(dict.fromkeys(v)) for k, v in given.items() if v is not None})
 
 
-def mixture_entry(task: str, length: int) -> dict:
-    return {"task": task, "length": length, "options": OPTIONS.get(task, {})}
+def mixture_entry(task: str, length: int, trace: str = "full") -> dict:
+    """The family at exactly this length: what a cell is tested on."""
+    options = dict(OPTIONS.get(task, {}))
+    if trace != "full" and task in SHORT_TRACES:
+        options["trace"] = trace
+    return {"task": task, "length": length, "options": options}
+
+
+def training_mixture(task: str, length: int, trace: str = "full") -> list[dict]:
+    """What a cell trains on: its own length, except isq, which trains on every length up to it.
+
+    An isq question at one length is only a base and a modulus, so a held-out one starts with a
+    squaring that no training question of that length starts with (nor, for a non-residue base,
+    goes through). Trained on 1..n squarings, nearly every base's first squaring is seen at some
+    other length, and the test at length n measures the serial computation, not a missing lookup.
+    """
+    if task == "isq":
+        return [mixture_entry(task, n, trace) for n in range(1, length + 1)]
+    return [mixture_entry(task, length, trace)]
 
 
 def validate(spec: SweepSpec) -> None:
@@ -135,6 +182,8 @@ def validate(spec: SweepSpec) -> None:
         if isinstance(d, bool) or not isinstance(d, int) or d < 1:
             raise PonderError(f"depth must be a whole number of layers >= 1, not {d!r}")
     sized_name(spec.hidden, max(spec.depths), spec.heads, spec.ffn)  # checks the sizes
+    if spec.trace not in ("full", "short"):
+        raise PonderError(f"trace must be full or short, not {spec.trace!r}")
     for name in ("train_tokens", "batch_tokens", "n_test"):
         if getattr(spec, name) < 1:
             raise PonderError(f"{name} must be >= 1, not {getattr(spec, name)}")
@@ -142,7 +191,7 @@ def validate(spec: SweepSpec) -> None:
         for n in spec.lengths:
             if isinstance(n, bool) or not isinstance(n, int) or n < 1:
                 raise PonderError(f"length must be a whole number of input items >= 1, not {n!r}")
-            item = parse_mixture([mixture_entry(t, n)])[0]  # a length the family refuses fails here
+            item = parse_mixture([mixture_entry(t, n, spec.trace)])[0]  # a length the family refuses fails here
             if example_tokens(item.family.sample_length(random.Random(0), n)) > MAX_CONTEXT // 2:
                 raise PonderError(f"task {t!r} at length {n} is too long for this experiment "
                                   f"(over {MAX_CONTEXT // 2} tokens with its trace)")
@@ -155,9 +204,9 @@ def example_tokens(p: Problem) -> int:
     return len(p.question) + len(p.reasoning) + len(p.answer) + 8  # 5 markers, 2 spare
 
 
-def heldout_set(task: str, length: int, n: int, seed: int = 0) -> list[Problem]:
+def heldout_set(task: str, length: int, n: int, seed: int = 0, trace: str = "full") -> list[Problem]:
     """Up to n distinct held-out problems of one length, the same for every depth and setting."""
-    item = parse_mixture([mixture_entry(task, length)])[0]
+    item = parse_mixture([mixture_entry(task, length, trace)])[0]
     rng = random.Random(f"serial-test/{task}/{length}/{seed}")
     seen: dict[str, Problem] = {}
     misses = 0
@@ -191,12 +240,13 @@ def run_cell(cell: Cell, spec: SweepSpec) -> dict:
     from ponder.train.sft import SFTConfig, train_sft
 
     t0, cpu0 = time.perf_counter(), time.process_time()
-    tests = heldout_set(cell.task, cell.length, spec.n_test, spec.seed)
+    tests = heldout_set(cell.task, cell.length, spec.n_test, spec.seed, spec.trace)
     model_name = sized_name(spec.hidden, cell.depth, spec.heads, spec.ffn)
     batch = batch_size(cell, spec)
     with tempfile.TemporaryDirectory(prefix="ponder-serial-") as tmp:
         cfg = SFTConfig(output_dir=str(Path(tmp) / "run"), model=model_name,
-                        mixture=[mixture_entry(cell.task, cell.length)], cot=cell.setting == "cot",
+                        mixture=training_mixture(cell.task, cell.length, spec.trace), cot=cell.setting == "cot",
+                        word_tokens=words(cell, spec),
                         max_steps=10**9, max_train_tokens=spec.train_tokens,
                         per_device_train_batch_size=batch, gradient_accumulation_steps=1,
                         learning_rate=spec.learning_rate, lr_scheduler_type="cosine", warmup_steps=spec.warmup_steps,
@@ -229,11 +279,16 @@ def batch_size(cell: Cell, spec: SweepSpec) -> int:
     from ponder.model.tokenizer import build_char_tokenizer
     from ponder.train.data import SFTData
 
-    data = SFTData(parse_mixture([mixture_entry(cell.task, cell.length)]), build_char_tokenizer(), ChatFormat(),
+    data = SFTData(parse_mixture(training_mixture(cell.task, cell.length, spec.trace)),
+                   build_char_tokenizer(words(cell, spec)), ChatFormat(),
                    seed=spec.seed, cot=cell.setting == "cot")
     rng = random.Random(f"serial-batch/{cell.task}/{cell.length}")
     mean = sum(len(data.example(rng).ids) for _ in range(64)) / 64
     return max(1, round(spec.batch_tokens / mean))
+
+
+def words(cell: Cell, spec: SweepSpec) -> list[str]:
+    return item_words(cell.task, cell.length) if spec.item_tokens else []
 
 
 def _evaluate(model_dir: Path, cell: Cell, tests: list[Problem]):
@@ -257,10 +312,13 @@ def load_results(path: Path) -> dict[str, dict]:
     if not path.exists():
         return {}
     try:
-        cells = json.loads(path.read_text())["cells"]
+        saved = json.loads(path.read_text())
+        cells = saved["cells"]
     except (ValueError, KeyError, TypeError):
         raise PonderError(f"{path} is not a results file of this experiment; move it or pick another --out") from None
-    return {Cell(r["task"], r["length"], r["depth"], r["setting"]).key: r for r in cells}
+    # a record written before records kept their own command was made by the file's last command
+    return {Cell(r["task"], r["length"], r["depth"], r["setting"]).key: {"command": saved.get("command", ""), **r}
+            for r in cells}
 
 
 def write_json_atomic(path: Path, data: object) -> None:
@@ -286,7 +344,7 @@ def run_sweep(spec: SweepSpec, out: Path, workers: int = 1, command: str = "") -
 
     def finished(record: dict) -> None:
         key = Cell(record["task"], record["length"], record["depth"], record["setting"]).key
-        results[key] = record
+        results[key] = {**record, "command": command}  # a folder can hold cells of several commands
         write_json_atomic(out / "results.json", {"experiment": "serial", "command": command, "cells": _ordered(results)})
         write_markdown(out / "results.md", _ordered(results), command)
         bar.update(1)

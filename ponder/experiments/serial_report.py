@@ -24,16 +24,18 @@ def _pct(x: float) -> str:
 def markdown(records: list[dict], command: str = "") -> str:
     """One table per task: a row per (length, depth), a column per setting."""
     lines = ["# Chain of thought on serial problems", ""]
-    if command:
-        lines += ["```", command, "```", ""]
+    commands = list(dict.fromkeys([r["command"] for r in records if r.get("command")] or [command]))
+    if any(commands):
+        lines += ["```", *[c for c in commands if c], "```", ""]
     if not records:
         return "\n".join(lines + ["No finished cells yet.", ""])
     trainings = {tuple(sorted(r["training"].items())) for r in records}
     t = records[0]["training"]
     lines += [
         f"Every cell trains a fresh Llama (hidden {t['hidden']}, {t['heads']} heads, MLP {t['ffn']}; "
-        f"the depth is the table's `layers`) on problems of one exact input length, for "
-        f"{t['train_tokens']:,} training tokens, then answers held-out problems greedily (exact match). "
+        f"the depth is the table's `layers`) on problems of one exact input length (isq: every length up to "
+        f"it, see `training_mixture`), for {t['train_tokens']:,} training tokens at learning rate "
+        f"{t['learning_rate']:g}, then answers held-out problems of that length greedily (exact match). "
         "A token is one position of a training sequence, prompt plus completion, padding excluded: "
         f"every setting reads the same number of tokens, in steps of about {t.get('batch_tokens', 0):,} tokens "
         "(so about the same number of steps), and **cot, whose sequences are longer, sees fewer "
@@ -43,6 +45,16 @@ def markdown(records: list[dict], command: str = "") -> str:
         "position, never fed back. isq has no hint: its question gives the number of squarings as a number.",
         "",
     ]
+    if t.get("item_tokens") or t.get("trace") == "short":
+        lines += [
+            ("Each permutation, each number from 10 to 99 and each two-letter wire name is one token; every "
+             "other character is one token. " if t.get("item_tokens") else "")
+            + ("The cot traces of s5, modadd and isq are the short ones: one line per step, `21354` "
+               "(the running permutation), `3=5` (the term, the running sum) and `47^2 mod 59=26`, so a "
+               "step finds its operands a fixed number of positions back. cvp's trace is "
+               "`d=1|0=1` (the gate with its operands' values)." if t.get("trace") == "short" else ""),
+            "",
+        ]
     if len(trainings) > 1:
         lines += ["(Cells were trained with different settings; each record in results.json has its own.)", ""]
     tasks, settings = _axes(records)
