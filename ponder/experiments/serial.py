@@ -61,7 +61,7 @@ from ponder import PonderError
 from ponder.experiments.hints import has_hints, hint_targets
 from ponder.model.configs import sized_name
 from ponder.tasks import Problem
-from ponder.tasks.serial import CVP, wire_names
+from ponder.tasks.serial import CVP, TRACES, wire_names
 from ponder.train.data import draw_problem, parse_mixture
 from ponder.train.metrics import progress, read_metrics
 
@@ -71,6 +71,7 @@ SETTINGS = ("base", "cot", "hint")
 ISQ_MODULI = (23, 47, 53, 59, 67, 71, 79, 83, 89)
 OPTIONS = {"isq": {"modulus": list(ISQ_MODULI)}, "modadd": {"modulus": 7}}
 SHORT_TRACES = ("s5", "modadd", "isq")  # the families with a `trace="short"` option
+MAX_CONTEXT = 4096  # positions; a length whose reference example does not fit is refused
 
 
 def item_words(task: str, length: int) -> list[str]:
@@ -85,7 +86,6 @@ def item_words(task: str, length: int) -> list[str]:
     if task == "cvp" and CVP.name_width(length) > 1:
         return wire_names(length + CVP.max_inputs, 2)
     return []
-MAX_CONTEXT = 4096  # positions; a length whose reference example does not fit is refused
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ class SweepSpec:
     trace: str = "short"  # s5, modadd, isq: one fixed-width line per step (see tasks/serial.py); "full" otherwise
     item_tokens: bool = True  # every permutation, number and wire name is one token
     bf16: bool = False  # bfloat16 autocast is slower for these tiny models on a CPU (bench/train_dtype.py)
-    n_test: int = 200  # held-out problems per cell (isq has only 3-4 at any one length)
+    n_test: int = 200  # held-out problems per cell (isq has only about 34 at any one length)
     seed: int = 0
 
     def cells(self) -> list[Cell]:
@@ -182,8 +182,8 @@ def validate(spec: SweepSpec) -> None:
         if isinstance(d, bool) or not isinstance(d, int) or d < 1:
             raise PonderError(f"depth must be a whole number of layers >= 1, not {d!r}")
     sized_name(spec.hidden, max(spec.depths), spec.heads, spec.ffn)  # checks the sizes
-    if spec.trace not in ("full", "short"):
-        raise PonderError(f"trace must be full or short, not {spec.trace!r}")
+    if spec.trace not in TRACES:
+        raise PonderError(f"trace must be one of {', '.join(TRACES)}, not {spec.trace!r}")
     for name in ("train_tokens", "batch_tokens", "n_test"):
         if getattr(spec, name) < 1:
             raise PonderError(f"{name} must be >= 1, not {getattr(spec, name)}")

@@ -3,8 +3,9 @@
 Every printable ASCII character and the newline is one token; the chat markers
 are special tokens. Optional whole words (`words=`, e.g. every permutation of
 12345) are one token each wherever they stand alone, which is how the serial
-experiment gives each input item one position. Being a `PreTrainedTokenizerFast` means `save_pretrained`,
-`from_pretrained`, vLLM and TRL all work with the built-in model unchanged.
+experiment gives each input item one position. Being a `PreTrainedTokenizerFast`
+means `save_pretrained`, `from_pretrained`, vLLM and TRL all work with the
+built-in model unchanged.
 """
 
 from __future__ import annotations
@@ -44,11 +45,16 @@ def build_char_tokenizer(words: Sequence[str] = ()) -> PreTrainedTokenizerFast:
     return tok
 
 
-def add_words(tok: PreTrainedTokenizerFast, words: Sequence[str]) -> None:
-    """Make each word one token where it is not part of a longer word (`12` in `12+3`, not in `123`)."""
+def check_words(words: Sequence[str]) -> None:
+    """Refuse a word the character vocabulary cannot spell as one token, naming it."""
     for w in words:
         if not isinstance(w, str) or not w or any(c not in _KNOWN or c.isspace() for c in w):
             raise PonderError(f"a word token must be printable characters without spaces, not {w!r}")
+
+
+def add_words(tok: PreTrainedTokenizerFast, words: Sequence[str]) -> None:
+    """Make each word one token where it is not part of a longer word (`12` in `12+3`, not in `123`)."""
+    check_words(words)
     new = [w for w in dict.fromkeys(words) if len(w) > 1]  # a single character is a token already
     tok.add_tokens([AddedToken(w, single_word=True, normalized=False) for w in new])
 

@@ -23,7 +23,7 @@ from ponder import PonderError
 from ponder.model.chat import ChatFormat
 from ponder.model.configs import is_config_name, model_config
 from ponder.model.loading import load_tokenizer
-from ponder.model.tokenizer import build_char_tokenizer
+from ponder.model.tokenizer import build_char_tokenizer, check_words
 from ponder.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, save_model_atomic
 from ponder.train.data import HintFn, SFTData, parse_mixture
 from ponder.train.metrics import MetricsLog, progress
@@ -71,8 +71,7 @@ class SFTConfig:
         parse_mixture(self.mixture)
         if self.word_tokens and not is_config_name(self.model):
             raise PonderError("word_tokens are for a model trained from scratch; a trained model keeps its tokenizer")
-        if self.word_tokens:
-            build_char_tokenizer(self.word_tokens)  # refuses a bad word now, not after loading data
+        check_words(self.word_tokens)  # a bad word fails now, not after loading data
 
 
 def lr_at(cfg: SFTConfig, step: int, total: int) -> float:
