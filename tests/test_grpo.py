@@ -14,8 +14,9 @@ from ponder.engine.base import Completion, SamplingParams
 from ponder.engine.local import LocalEngine
 from ponder.model.loading import load_model
 from ponder.tasks import Problem
-from ponder.train.grpo import GRPOConfig, Group, micro_batches, optimizer_step, token_logprobs, train_grpo
+from ponder.train.grpo import GRPOConfig, Group, micro_batches, optimizer_step, train_grpo
 from ponder.train.rewards import Score
+from ponder.train.shared_prompt import PromptSharingLM, build_batch, completion_logprobs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 MIX = [{"task": "add", "levels": [1]}, {"task": "modadd", "levels": [1]}]
@@ -97,10 +98,11 @@ def _group(tok, chat, texts: list[str], rewards: list[float], finish: str = "eos
 def test_truncated_completions_are_masked_out_of_the_loss_when_configured(micro_dir, masked):
     _, tok, chat = load_model(micro_dir)
     cfg = GRPOConfig(num_generations=2, per_device_train_batch_size=4, gradient_accumulation_steps=1,
-                     mask_truncated_completions=masked)
+                     mask_truncated_completions=masked, beta=0.1)  # beta: no row is left out for want of advantage
     groups = [_group(tok, chat, ["1+1", "22"], [0.0, 0.0], finish="length"),
               _group(tok, chat, ["6</think>6<|end|>", "7</think>7<|end|>"], [1.0, 0.0])]
-    (mb,), num_items = micro_batches(cfg, groups, 0, "cpu")
+    (mb,), num_items, micro = micro_batches(cfg, groups, 0, "cpu")
+    assert micro == 1
     per_row = mb["mask"].sum(1).tolist()  # rows sorted by length: "22", "1+1", then the two finished ones
     assert per_row == ([0, 0, 4, 4] if masked else [2, 3, 4, 4])
     assert num_items == 2 + 3 + 4 + 4  # the DAPO normaliser counts them either way
@@ -111,17 +113,17 @@ def test_a_positive_advantage_completion_becomes_more_likely(micro_dir):
     model.train()
     cfg = GRPOConfig(num_generations=2, per_device_train_batch_size=2, gradient_accumulation_steps=1,
                      loss_type="grpo", bf16=False, temperature=0.7)
-    (mb,), n = micro_batches(cfg, [_group(tok, chat, ["6</think>6<|end|>", "7</think>7<|end|>"], [1.0, 0.0])],
+    (mb,), n, micro = micro_batches(cfg, [_group(tok, chat, ["6</think>6<|end|>", "7</think>7<|end|>"], [1.0, 0.0])],
                              0, "cpu")
     good = mb["adv"] > 0
 
     def seq_logp() -> torch.Tensor:
         with torch.no_grad():
-            return (token_logprobs(model, mb["input_ids"], 0.7, False)[0] * mb["mask"]).sum(1)
+            return (completion_logprobs(PromptSharingLM(model), mb, 0.7, False)[0] * mb["mask"]).sum(1)
 
     before = seq_logp()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    optimizer_step(model, opt, [mb], cfg, n, first=True)
+    optimizer_step(PromptSharingLM(model), opt, [mb], cfg, n, first=True, accumulation=micro)
     after = seq_logp()
     assert after[good] > before[good] and after[~good] < before[~good]
 
@@ -140,8 +142,9 @@ def test_rollouts_use_the_weights_of_the_latest_step(micro_dir):
     opt.step()
     c = engine.generate([prompt], params)[0][0]
     with torch.no_grad():
-        lp, _ = token_logprobs(model, torch.tensor([ids[0].tolist() + c.token_ids]), 0.7, False)
-    torch.testing.assert_close(lp[0, -len(c.token_ids):], torch.tensor(c.logprobs), atol=1e-4, rtol=0)
+        lp, _ = completion_logprobs(PromptSharingLM(model), build_batch([ids[0].tolist()], [c.token_ids], [0], [True], 0,
+                                                                        "cpu"), 0.7, False)
+    torch.testing.assert_close(lp[0], torch.tensor(c.logprobs), atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("text, field", [

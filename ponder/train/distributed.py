@@ -104,11 +104,10 @@ def no_sync(model, sync: bool):
     return model.no_sync() if not sync and isinstance(model, DistributedDataParallel) else contextlib.nullcontext()
 
 
-def zero_backward(model, device) -> None:
+def zero_backward(model, inputs: dict) -> None:
     """A backward pass that adds nothing: a rank with fewer micro-batches than the others runs these
-    so every rank joins the same number of gradient all-reduces."""
-    ids = torch.zeros((1, 2), dtype=torch.long, device=device)
-    (model(input_ids=ids).logits.float().sum() * 0.0).backward()
+    so every rank joins the same number of gradient all-reduces. `model(**inputs)` returns logits."""
+    (model(**inputs).float().sum() * 0.0).backward()
 
 
 def main_bar(d: Dist, total: int, initial: int, desc: str, unit: str = "step"):

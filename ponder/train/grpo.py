@@ -31,6 +31,8 @@ from ponder.train.rewards import Score, score
 from ponder.train.rl_loss import group_advantages, policy_loss
 from ponder.train.rollouts import (RankCurriculum, check_engine, eval_accuracy, loss_metrics, make_engine, open_log,
                                   rollout_metrics, rollout_sums, start_run)
+from ponder.train.shared_prompt import (PromptSharingLM, build_batch, completion_logprobs, split_by_padding,
+                                        zero_inputs)
 from ponder.train.sft import lr_at
 
 
@@ -198,52 +200,46 @@ def rollout(cfg: GRPOConfig, sample, step: int) -> tuple[list[Group], list[Group
     return keep, generated
 
 
-def micro_batches(cfg: GRPOConfig, groups: list[Group], pad_id: int, device) -> tuple[list[dict], int]:
-    """Right-padded micro-batches of prompt+completion rows (sorted by length), and the step's
-    completion-token count (before truncated completions are masked: the DAPO normaliser)."""
+def micro_batches(cfg: GRPOConfig, groups: list[Group], pad_id: int, device) -> tuple[list[dict], int, int]:
+    """The step's completions as pieces to score: (pieces, completion tokens, micro-batches).
+
+    Rows sorted by length are cut into micro-batches of per_device_train_batch_size, the unit
+    the loss normalises over (as in TRL). A micro-batch is scored in pieces of similar lengths
+    (padding costs more than a second pass over a few prompts), each running its distinct
+    prompts once (`shared_prompt`) and carrying its micro-batch's rows and tokens, so the pieces
+    add up to the micro-batch's loss. With beta 0, rows whose advantage is 0 (a group of equal
+    rewards) have no gradient and are left out; they still count in every normaliser (the logged
+    entropy is then over the rows scored, and a step with no row to score takes no optimizer
+    step). The token count is the DAPO normaliser (counted before truncated completions are masked)."""
     if not groups:
-        return [], 0
+        return [], 0, 0
     rewards = torch.tensor([s.reward for g in groups for s in g.scores])
     adv, _ = group_advantages(rewards, cfg.num_generations, cfg.scale_rewards)
-    rows = []
-    for g in groups:
-        for c, s in zip(g.completions, g.scores):
-            rows.append((g.prompt_ids + c.token_ids, len(g.prompt_ids),
-                         not (cfg.mask_truncated_completions and s.truncated)))
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
-    out = []
-    for k in range(0, len(order), cfg.per_device_train_batch_size):
-        idx = order[k : k + cfg.per_device_train_batch_size]
-        width = max(len(rows[i][0]) for i in idx)
-        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(idx), width - 1))
-        for r, i in enumerate(idx):
-            seq, start, keep = rows[i]
-            ids[r, : len(seq)] = torch.tensor(seq)
-            mask[r, start - 1 : len(seq) - 1] = float(keep)  # targets that are completion tokens
-        out.append({"input_ids": ids.to(device), "mask": mask.to(device), "adv": adv[idx].to(device)})
+    rows = [(gi, c.token_ids, not (cfg.mask_truncated_completions and s.truncated))
+            for gi, g in enumerate(groups) for c, s in zip(g.completions, g.scores)]
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i][1]))
+    micro = [order[k : k + cfg.per_device_train_batch_size] for k in range(0, len(order), cfg.per_device_train_batch_size)]
+    pieces = []
+    for idx in micro:
+        totals = {"batch_rows": len(idx), "batch_tokens": float(sum(len(rows[i][1]) for i in idx if rows[i][2]))}
+        if cfg.beta == 0.0:
+            idx = [i for i in idx if adv[i] != 0]
+        for part in split_by_padding([len(rows[i][1]) for i in idx]):
+            sel = [idx[j] for j in part]
+            piece = build_batch([g.prompt_ids for g in groups], [rows[i][1] for i in sel], [rows[i][0] for i in sel],
+                                [rows[i][2] for i in sel], pad_id, device)
+            pieces.append({**piece, **totals, "adv": adv[sel].to(device)})
     num_items = sum(len(c.token_ids) for g in groups for c in g.completions)
-    return out, num_items
-
-
-def token_logprobs(model, input_ids: torch.Tensor, temperature: float, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probability [B, T-1] of each next token under the temperature-scaled logits (the
-    distribution the engine sampled from), and the entropy of that distribution (no grad)."""
-    with torch.autocast(input_ids.device.type, dtype=torch.bfloat16, enabled=bf16):
-        logits = model(input_ids=input_ids).logits[:, :-1]
-    logp_all = torch.log_softmax(logits.float() / temperature, -1)
-    logp = logp_all.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
-    with torch.no_grad():
-        entropy = -(logp_all.exp() * logp_all).sum(-1)
-    return logp, entropy
+    return pieces, num_items, len(micro)
 
 
 def optimizer_step(model, opt, batches: list[dict], cfg: GRPOConfig, num_items: float, first: bool,
-                   accumulation: float | None = None, passes: int = 0) -> tuple[float, float, Counter]:
-    """One optimizer step over the step's micro-batches: (loss, grad norm, sums for logging).
+                   accumulation: float, passes: int = 0) -> tuple[float, float, Counter]:
+    """One optimizer step over the step's pieces (`micro_batches`): (loss, grad norm, sums for logging).
+    `accumulation` is the number of micro-batches, which the pieces were cut from.
 
-    Under DDP every rank runs `passes` backward passes (the most micro-batches any rank has; a
-    rank with fewer adds zero-loss ones) and gradients are all-reduced on the last; `num_items`
+    Under DDP every rank runs `passes` backward passes (the most pieces any rank has; a rank
+    with fewer adds zero-loss ones) and gradients are all-reduced on the last; `num_items`
     and `accumulation` are then the totals over ranks / world_size, so DDP's mean over ranks is
     the loss of all ranks' batches together."""
     sums, loss_total, grad_norm = Counter(), 0.0, 0.0
@@ -251,16 +247,17 @@ def optimizer_step(model, opt, batches: list[dict], cfg: GRPOConfig, num_items: 
     for i in range(n):
         with no_sync(model, sync=i == n - 1):
             if i >= len(batches):
-                zero_backward(model, next(model.parameters()).device)
+                zero_backward(model, zero_inputs(next(model.parameters()).device))
                 continue
             mb = batches[i]
-            logp, entropy = token_logprobs(model, mb["input_ids"], cfg.temperature, cfg.bf16)
+            logp, entropy = completion_logprobs(model, mb, cfg.temperature, cfg.bf16)
             if first:
                 mb["old"] = logp.detach()  # no step yet on this batch: these are the sampling policy's
             loss, s = policy_loss(logp, mb["old"], mb.get("ref"), mb["adv"], mb["mask"], beta=cfg.beta,
                                   epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type,
                                   max_completion_length=cfg.max_completion_length, num_items=num_items,
-                                  accumulation=accumulation or len(batches))
+                                  accumulation=accumulation, batch_rows=mb["batch_rows"],
+                                  batch_tokens=mb["batch_tokens"])
             loss.backward()
         sums.update(s)
         sums["entropy_sum"] += float((entropy * mb["mask"]).sum())
@@ -276,7 +273,7 @@ def load_reference(path: str, device):
     """The frozen model the KL term pulls towards: the run's starting weights."""
     ref, _, _ = load_model(path)
     ref.to(device).eval().requires_grad_(False)
-    return ref
+    return PromptSharingLM(ref)
 
 
 def train_grpo(cfg: GRPOConfig, resume: bool = False, config_text: str | None = None) -> Path:
@@ -296,7 +293,7 @@ def train_grpo(cfg: GRPOConfig, resume: bool = False, config_text: str | None = 
         curriculum.load_state_dict(state.get("curriculum", {}))
     if d.enabled:
         curriculum = RankCurriculum(curriculum, d)
-    trainee = wrap(model, d)  # DDP over the same parameters; the engine samples from the bare model
+    trainee = wrap(PromptSharingLM(model), d)  # DDP over the same parameters; the engine samples from the bare model
     engine = make_engine(cfg.engine, model, tokenizer,
                          max_batch=min(256, cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps))
     pad_id = tokenizer.pad_token_id or 0
@@ -325,14 +322,14 @@ def train_grpo(cfg: GRPOConfig, resume: bool = False, config_text: str | None = 
         groups, generated = rollout(cfg, sample, step)  # generate with the current weights, score
         if d.enabled:
             curriculum.sync()
-        batches, num_items = micro_batches(cfg, groups, pad_id, device)
-        counts = d.gather((len(batches), num_items))  # every rank's share of the step, for the normalisers
-        passes, accumulation = max(c[0] for c in counts), sum(c[0] for c in counts) / d.world_size
-        num_items = sum(c[1] for c in counts) / d.world_size
+        batches, num_items, micro = micro_batches(cfg, groups, pad_id, device)
+        counts = d.gather((len(batches), micro, num_items))  # every rank's share of the step, for the normalisers
+        passes, accumulation = max(c[0] for c in counts), sum(c[1] for c in counts) / d.world_size
+        num_items = sum(c[2] for c in counts) / d.world_size
         if ref is not None:
             with torch.no_grad():
                 for mb in batches:
-                    mb["ref"] = token_logprobs(ref, mb["input_ids"], cfg.temperature, cfg.bf16)[0]
+                    mb["ref"] = completion_logprobs(ref, mb, cfg.temperature, cfg.bf16, entropy=False)[0]
         gen_seconds, start_step = time.perf_counter() - t0, step
         for it in range(cfg.num_iterations):
             if step >= cfg.max_steps:

@@ -7,7 +7,9 @@ Semantics follow TRL's `GRPOTrainer` option for option:
   `"none"` leaves it unscaled. Std is Bessel-corrected and `1e-4` is added before dividing.
 * per token: `-min(r * A, clip(r, 1 - epsilon, 1 + epsilon_high) * A)` with `r` the
   ratio to the sampling policy, plus `beta` times the k3 estimate of KL to the reference.
-* aggregation (`loss_type`), for one micro-batch of a step with `accumulation` of them:
+* aggregation (`loss_type`), for one micro-batch of a step with `accumulation` of them
+  (a micro-batch may be scored in several pieces: `batch_rows` and `batch_tokens` are then
+  the whole micro-batch's rows and loss tokens, so the pieces add up to its loss):
   `grpo` mean over each sequence's tokens, then over sequences, / accumulation;
   `bnpo` mean over the micro-batch's tokens, / accumulation;
   `dr_grpo` sum / (rows * max_completion_length), / accumulation;
@@ -65,16 +67,19 @@ def clipped_surrogate(logp: torch.Tensor, old_logp: torch.Tensor, advantages: to
 
 
 def aggregate(per_token: torch.Tensor, mask: torch.Tensor, loss_type: LossType, *, max_completion_length: int,
-              num_items: float, accumulation: int) -> torch.Tensor:
+              num_items: float, accumulation: float, batch_rows: int | None = None,
+              batch_tokens: float | None = None) -> torch.Tensor:
     """One micro-batch's share of the step loss (see the module docstring for each loss_type)."""
     mask = mask.to(per_token.dtype)
     total = (per_token * mask).sum()
+    rows = per_token.size(0) if batch_rows is None else batch_rows
     if loss_type == "grpo":
-        return ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean() / accumulation
+        return ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).sum() / rows / accumulation
     if loss_type == "bnpo":
-        return total / mask.sum().clamp(min=1.0) / accumulation
+        tokens = float(mask.sum()) if batch_tokens is None else batch_tokens
+        return total / max(1.0, tokens) / accumulation
     if loss_type == "dr_grpo":
-        return total / (per_token.size(0) * max_completion_length) / accumulation
+        return total / (rows * max_completion_length) / accumulation
     if loss_type == "dapo":
         return total / max(1.0, float(num_items))
     raise PonderError(f"loss_type must be one of grpo, bnpo, dr_grpo, dapo; got {loss_type!r}")
@@ -82,8 +87,8 @@ def aggregate(per_token: torch.Tensor, mask: torch.Tensor, loss_type: LossType, 
 
 def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor | None,
                 advantages: torch.Tensor, mask: torch.Tensor, *, beta: float, epsilon: float, epsilon_high: float,
-                loss_type: LossType, max_completion_length: int, num_items: float,
-                accumulation: int) -> tuple[torch.Tensor, dict[str, float]]:
+                loss_type: LossType, max_completion_length: int, num_items: float, accumulation: float,
+                batch_rows: int | None = None, batch_tokens: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """The loss to backpropagate for one micro-batch, and its token counts and sums for logging."""
     per_token, ratio = clipped_surrogate(logp, old_logp, advantages, epsilon, epsilon_high)
     m = mask.to(per_token.dtype)
@@ -101,5 +106,5 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tens
         stats["clip_low_sum"] = float((low * m).sum())
         stats["clip_high_sum"] = float((high * m).sum())
     loss = aggregate(per_token, mask, loss_type, max_completion_length=max_completion_length,
-                     num_items=num_items, accumulation=accumulation)
+                     num_items=num_items, accumulation=accumulation, batch_rows=batch_rows, batch_tokens=batch_tokens)
     return loss, stats
