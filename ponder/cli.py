@@ -118,7 +118,7 @@ def cmd_eval_scaling(args) -> None:
     get_task(args.task).sample(random.Random(0), args.level)  # validates the task and level
     cfg = ScalingConfig(args.task, args.level, parse_list(args.strategies, "strategies"), parse_budgets(args.budgets),
                         n=args.n, samples=args.samples, seed=args.seed, max_tokens=args.max_tokens, model=args.model,
-                        verifier=args.verifier, base_quantile=args.base_quantile)
+                        verifier=args.verifier, base_quantile=args.base_quantile, policy=args.policy)
     from ponder.think.registry import NEEDS_VERIFIER
 
     needs = [s for s in cfg.strategies if s in NEEDS_VERIFIER]
@@ -176,6 +176,12 @@ def cmd_train_star(args) -> None:
     from ponder.train.star import STaRConfig, train_star
 
     _train(args, STaRConfig, train_star)
+
+
+def cmd_train_revise(args) -> None:
+    from ponder.train.revise import ReviseConfig, train_revise
+
+    _train(args, ReviseConfig, train_revise)
 
 
 def cmd_plot(args) -> None:
@@ -321,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--base-quantile", type=float, default=0.9,
                     help="the base budget is this quantile of the greedy chains' lengths (0.5: median)")
     es.add_argument("--verifier", help="reward model directory, for best_of_n, beam, dvts, mcts (and revise, adaptive)")
+    es.add_argument("--policy", help="adaptive's policy table, a YAML or JSON file (see ponder/think/adaptive.py)")
     es.add_argument("-n", type=int, default=64, help="held-out questions")
     es.add_argument("--samples", type=int, default=16, help="sampled chains per question for its pass rate (bins)")
     es.add_argument("--model", default="built-in")
@@ -331,28 +338,24 @@ def build_parser() -> argparse.ArgumentParser:
     es.set_defaults(func=cmd_eval_scaling)
 
     t = sub.add_parser("train", help="train a model").add_subparsers(dest="trainer", required=True)
-    s = t.add_parser("sft", help="supervised training on reference chains of thought")
-    s.add_argument("--config", required=True)
-    s.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
-    s.set_defaults(func=cmd_train_sft)
-    for name, what in (("prm", "process reward model on Monte-Carlo step labels"),
-                       ("orm", "outcome reward model on final correctness (same config as prm)")):
-        r = t.add_parser(name, help=what)
-        r.add_argument("--config", required=True)
-        r.add_argument("--resume", action="store_true", help="continue labelling or training where it stopped")
-        r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
-        r.set_defaults(func=cmd_train_prm)
-    g = t.add_parser("grpo", help="reinforcement learning on verifiable rewards (GRPO)")
-    g.add_argument("--config", required=True)
-    g.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
-    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
-    g.set_defaults(func=cmd_train_grpo)
-    st = t.add_parser("star", help="self-taught reasoner: keep correct chains, rationalize failures, fine-tune")
-    st.add_argument("--config", required=True)
-    st.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
-    st.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
-    st.set_defaults(func=cmd_train_star)
+    trainers = (
+        ("sft", "supervised training on reference chains of thought", cmd_train_sft, None),
+        ("prm", "process reward model on Monte-Carlo step labels", cmd_train_prm,
+         "continue labelling or training where it stopped"),
+        ("orm", "outcome reward model on final correctness (same config as prm)", cmd_train_prm,
+         "continue labelling or training where it stopped"),
+        ("grpo", "reinforcement learning on verifiable rewards (GRPO)", cmd_train_grpo, None),
+        ("star", "self-taught reasoner: keep correct chains, rationalize failures, fine-tune", cmd_train_star, None),
+        ("revise", "self-revision: fine-tune on the model's own wrong answers paired with correct chains",
+         cmd_train_revise, "continue the data rounds or the fine-tuning where they stopped"),
+    )
+    for name, what, func, resume_help in trainers:
+        tr = t.add_parser(name, help=what)
+        tr.add_argument("--config", required=True)
+        tr.add_argument("--resume", action="store_true",
+                        help=resume_help or "continue from the last checkpoint in output_dir")
+        tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+        tr.set_defaults(func=func)
 
     pl = sub.add_parser("plot", help="draw a run's metrics to PNG files")
     pl.add_argument("run_dir")

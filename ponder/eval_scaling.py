@@ -55,6 +55,7 @@ class ScalingConfig:
     chunk: int = 64  # questions per solve_batch call
     model: str = ""  # recorded, and part of the resume key
     verifier: str | None = None
+    policy: str | None = None  # adaptive's policy table (a YAML/JSON file); None: the default table
 
     def __post_init__(self) -> None:
         if not self.strategies:
@@ -169,7 +170,14 @@ def run_scaling(engine: Engine, chat: ChatFormat, cfg: ScalingConfig, problems: 
     if not problems:
         raise PonderError("no questions to evaluate")
     task = get_task(cfg.task)
-    settings = {k: v for k, v in asdict(cfg).items() if k not in ("strategies", "budgets", "chunk")}
+    # the policy keys only adaptive's cells: other cells (and the pass rates) are reused across policies
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("strategies", "budgets", "chunk", "policy")}
+    policy, policy_tag = None, ""
+    if cfg.policy is not None:
+        from ponder.think.adaptive import load_policy
+
+        policy = load_policy(cfg.policy)
+        policy_tag = "/policy-" + hashlib.sha256(Path(cfg.policy).read_bytes()).hexdigest()[:8]
     settings["questions"] = [p.question for p in problems]
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     if out is not None:
@@ -214,11 +222,13 @@ def run_scaling(engine: Engine, chat: ChatFormat, cfg: ScalingConfig, problems: 
 
             def cell(name=name, m=m) -> list[list]:
                 params = scaled_params(name, m)
+                if name == "adaptive" and policy is not None:
+                    params["policy"] = policy
                 s = build_strategy(name, engine, chat, verifier, max_tokens=cfg.max_tokens, seed=cfg.seed,
                                    answer_key=task.normalize, **params)
                 return solve(s, m * base, m)
 
-            rows = cache.get(f"{name}/{m}", cell)
+            rows = cache.get(f"{name}/{m}" + (policy_tag if name == "adaptive" else ""), cell)
             if bar.n == before:
                 bar.update(n * m)
             results.append(_summarise(name, m, m * base, rows, binned))
@@ -226,7 +236,7 @@ def run_scaling(engine: Engine, chat: ChatFormat, cfg: ScalingConfig, problems: 
     nb = max(binned) + 1
     return {
         "task": cfg.task, "level": cfg.level, "n": n, "seed": cfg.seed, "model": cfg.model,
-        "verifier": cfg.verifier, "samples": cfg.samples, "base_tokens": base, "base_quantile": cfg.base_quantile,
+        "verifier": cfg.verifier, "policy": cfg.policy, "samples": cfg.samples, "base_tokens": base, "base_quantile": cfg.base_quantile,
         "greedy_mean_tokens": round(sum(t for _, t in g) / n, 1), "multipliers": cfg.budgets,
         "strategies": cfg.strategies, "greedy_accuracy": round(sum(ok for ok, _ in g) / n, 4),
         "bins": [{"bin": b + 1, "questions": sum(1 for x in binned if x == b),
@@ -263,7 +273,8 @@ def markdown(report: dict[str, Any]) -> str:
              f"verifier `{report['verifier'] or 'none'}`. Base budget B = {report['base_tokens']} tokens (the "
              f"{report['base_quantile']:g} quantile of greedy chain lengths; their mean is "
              f"{report['greedy_mean_tokens']:.0f}); greedy accuracy {report['greedy_accuracy']:.1%}. Pass rates from "
-             f"{report['samples']} samples per question.", "", "| bin | questions | pass rate |", "| --- | --- | --- |"]
+             f"{report['samples']} samples per question."
+             + (f" adaptive's policy: `{report['policy']}`." if report.get("policy") else ""), "", "| bin | questions | pass rate |", "| --- | --- | --- |"]
     for b in report["bins"]:
         lines.append(f"| {b['bin']} | {b['questions']} | {b['pass_rate_min']:.2f}-{b['pass_rate_max']:.2f} |")
     head = "| strategy | budget (x B) | budget (tokens) | tokens/question | accuracy | " + \

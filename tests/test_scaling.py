@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -154,3 +155,20 @@ def test_eval_scaling_end_to_end_on_a_tiny_model(micro_dir, tmp_path, capsys):
     report = json.loads((out / "scaling.json").read_text())
     assert len(report["results"]) == 6 and (out / "scaling.png").exists()
     assert all(r["max_tokens_used"] <= r["budget"] for r in report["results"])
+
+
+def test_a_policy_file_recomputes_only_adaptive_and_is_recorded(tmp_path):
+    problems = heldout_problems("add", 3, 10)
+    skills = [8, 8, 7, 6, 4, 3, 2, 1, 0, 0]
+    cfg = ScalingConfig("add", 3, ["majority", "adaptive"], [4], n=10, samples=8)
+    first = run_scaling(SkillEngine(problems, skills), CHAT, cfg, problems, out=tmp_path, progress=False)
+    policy = tmp_path / "greedy-only.yaml"
+    policy.write_text("probe: 1\ntiers:\n  - {name: all, upto: 1.0, action: stop}\n")
+    second = run_scaling(SkillEngine(problems, skills), CHAT, replace(cfg, policy=str(policy)), problems,
+                         out=tmp_path, progress=False)
+    before, after = ({r["strategy"]: r for r in rep["results"]} for rep in (first, second))
+    assert after["majority"] == before["majority"] and second["policy"] == str(policy)
+    # one greedy chain, then stop: exactly the greedy chain's tokens, where the default table spent more
+    assert after["adaptive"]["tokens"] == [q["greedy_tokens"] for q in second["questions"]]
+    assert sum(before["adaptive"]["tokens"]) > sum(after["adaptive"]["tokens"])
+    assert f"adaptive's policy: `{policy}`" in markdown(second)
