@@ -201,10 +201,10 @@ class SFTData:
         rng = random.Random(self.seed * 1_000_003 + step)
         examples = self.encode([self.problem(rng) for _ in range(batch_size * accumulation)])
         examples.sort(key=lambda e: len(e[0]))
-        return [_collate(examples[i : i + batch_size]) for i in range(0, len(examples), batch_size)]
+        return [collate(examples[i : i + batch_size]) for i in range(0, len(examples), batch_size)]
 
 
-def _collate(examples: list[Example]) -> dict[str, torch.Tensor]:
+def collate(examples: list[Example]) -> dict[str, torch.Tensor]:
     """input_ids and shifted-by-one `labels`; `hint_labels` (unshifted) when any example has hints."""
     # Right padding: a causal model never attends to later pads, so no mask is needed.
     width = max(len(e.ids) for e in examples)

@@ -116,11 +116,12 @@ def step_loss(model, batches: list[dict[str, torch.Tensor]], bf16: bool) -> tupl
 
 
 def train_sft(cfg: SFTConfig, resume: bool = False, config_text: str | None = None, *,
-              hints: HintFn | None = None, quiet: bool = False) -> Path:
+              hints: HintFn | None = None, quiet: bool = False, data=None) -> Path:
     """Train, checkpointing as configured; return the final model directory.
 
     `hints` turns on hint targets (only with `cot: false`; see `SFTData.hint_positions`);
-    `quiet` drops the progress bar, for callers that run many short trainings under their own.
+    `quiet` drops the progress bar, for callers that run many short trainings under their own;
+    `data` replaces the mixture's examples with another source of `step_batches` (`train.revise`).
     """
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
@@ -130,7 +131,8 @@ def train_sft(cfg: SFTConfig, resume: bool = False, config_text: str | None = No
         raise PonderError(f"{out} already has checkpoints; pass --resume to continue or pick a new output_dir")
     tokenizer = build_char_tokenizer(cfg.word_tokens) if is_config_name(cfg.model) else load_tokenizer(cfg.model)
     chat = ChatFormat.for_tokenizer(tokenizer)
-    data = SFTData(parse_mixture(cfg.mixture), tokenizer, chat, cfg.seed, cfg.cot, cfg.max_length, hints=hints)
+    if data is None:
+        data = SFTData(parse_mixture(cfg.mixture), tokenizer, chat, cfg.seed, cfg.cot, cfg.max_length, hints=hints)
     model = build_model(cfg, tokenizer) if ckpt is None else AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32)
     model.train()
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]

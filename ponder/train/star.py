@@ -38,7 +38,7 @@ from ponder.model.loading import load_model
 from ponder.model.tokenizer import text_checker
 from ponder.tasks import Problem, Task
 from ponder.train.checkpoint import load_trainer_state, save_checkpoint, save_model_atomic
-from ponder.train.data import Example, MixtureItem, _collate, draw_problem, parse_mixture
+from ponder.train.data import Example, MixtureItem, collate, draw_problem, parse_mixture
 from ponder.train.distributed import Dist, main_bar, wrap
 from ponder.train.metrics import read_metrics
 from ponder.train.rewards import visible_answer, well_formed
@@ -333,7 +333,7 @@ def train_star(cfg: STaRConfig, resume: bool = False, config_text: str | None = 
             t0 = time.perf_counter()
             exs = step_examples(cfg, examples, r, k, d)
             bs = cfg.per_device_train_batch_size
-            batches = [{n: v.to(device) for n, v in _collate(exs[i : i + bs]).items()} for i in range(0, len(exs), bs)]
+            batches = [{n: v.to(device) for n, v in collate(exs[i : i + bs]).items()} for i in range(0, len(exs), bs)]
             lr = lr_at(cfg, k, steps)
             for g in opt.param_groups:
                 g["lr"] = lr
