@@ -201,7 +201,8 @@ def main() -> None:
     print(f"start: held-out {start:.3f}")
     result = {"date": str(date.today()), "machine": f"{platform.machine()}, {args.threads} threads",
               "config": args.config, "minutes": args.minutes, "bf16": args.bf16, "start_accuracy": start,
-              "eval": ", ".join(f"{m['task']} level {m['levels']}" for m in (cfg.eval_mixture or cfg.mixture))}
+              "eval": ", ".join(f"{m['task']} level {'/'.join(map(str, m['levels']))}"
+                                for m in (cfg.eval_mixture or cfg.mixture))}
     result["ponder"] = run_ponder(cfg, args.runs / "ponder", args.minutes, args.evals)
     result["trl"] = run_trl(cfg, args.runs / "trl", args.minutes, args.evals)
     for name in ("ponder", "trl"):
