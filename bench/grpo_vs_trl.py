@@ -32,8 +32,9 @@ from ponder.config import load_config
 from ponder.engine.base import Completion
 from ponder.model.loading import load_model
 from ponder.tasks import get_task
-from ponder.train.data import parse_mixture, sample_problem
+from ponder.train.data import draw_from_mixture, parse_mixture
 from ponder.train.grpo import GRPOConfig, train_grpo
+from ponder.train.metrics import read_metrics
 from ponder.train.rewards import score
 from ponder.train.rollouts import eval_accuracy
 
@@ -53,11 +54,11 @@ def run_ponder(cfg: GRPOConfig, out: Path, minutes: float, evals: int) -> dict:
         chunk = replace(cfg, output_dir=str(out), max_time_minutes=minutes * k / evals, eval_steps=0)
         model_dir = train_grpo(chunk, resume=k > 1)
         model, tokenizer, chat = load_model(str(model_dir))
-        last = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()][-1]
+        last = read_metrics(out / "metrics.jsonl")[-1]
         points.append({"step": last["step"], "seconds": last["seconds"], "accuracy": held_out(cfg, model, tokenizer, chat)})
         print(f"ponder: step {last['step']}, {last['seconds']:.0f} s, held-out {points[-1]['accuracy']:.3f}")
-    log = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    curve = [{"step": r["step"], "seconds": r["seconds"], "reward": r["reward"]} for r in log if "reward" in r]
+    curve = [{"step": r["step"], "seconds": r["seconds"], "reward": r["reward"]}
+             for r in read_metrics(out / "metrics.jsonl") if "reward" in r]
     return {"steps": points[-1]["step"], "seconds": points[-1]["seconds"], "accuracy": points[-1]["accuracy"],
             "evals": points, "curve": curve}
 
@@ -68,10 +69,7 @@ def trl_dataset(cfg: GRPOConfig, chat, size: int):
 
     rng = random.Random(f"trl/{cfg.seed}")
     mixture = parse_mixture(cfg.mixture)
-    problems = []
-    for _ in range(size):
-        item = rng.choices(mixture, weights=[m.weight for m in mixture])[0]
-        problems.append((item.task, sample_problem(rng, item.task, rng.choice(item.levels), heldout=False)))
+    problems = [(item.task, p) for item, p in (draw_from_mixture(rng, mixture) for _ in range(size))]
     data = Dataset.from_dict({"prompt": [chat.prompt(p.question) for _, p in problems], "idx": list(range(size))})
     return data, problems
 

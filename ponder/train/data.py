@@ -116,6 +116,13 @@ def draw_problem(rng: random.Random, item: MixtureItem, heldout: bool) -> Proble
     return _rejection(lambda: task.sample(rng, level), heldout, f"{item.task} level {level}")
 
 
+def draw_from_mixture(rng: random.Random, mixture: list[MixtureItem], heldout: bool = False
+                      ) -> tuple[MixtureItem, Problem]:
+    """An entry picked by its weight, then a problem of it: the draw every trainer's data makes."""
+    item = rng.choices(mixture, weights=[m.weight for m in mixture])[0]
+    return item, draw_problem(rng, item, heldout)
+
+
 def _rejection(draw: Callable[[], Problem], heldout: bool, what: str) -> Problem:
     for _ in range(10_000):
         p = draw()
@@ -139,7 +146,6 @@ class SFTData:
             raise PonderError("hint targets are for training without the trace (cot: false)")
         self.mixture, self.tok, self.chat = mixture, tokenizer, chat
         self.seed, self.cot, self.max_length, self.hints = seed, cot, max_length, hints
-        self.weights = [m.weight for m in mixture]
         self.vocab = tokenizer.get_vocab()
         self._hint_ids: dict[str, list[int]] = {}
 
@@ -148,8 +154,7 @@ class SFTData:
         return self.encode([self.problem(rng)])[0]
 
     def problem(self, rng: random.Random) -> Problem:
-        item = rng.choices(self.mixture, weights=self.weights)[0]
-        return draw_problem(rng, item, heldout=False)
+        return draw_from_mixture(rng, self.mixture)[1]
 
     def encode(self, problems: list[Problem]) -> list[Example]:
         """Tokenize many problems in one call each for prompts, completions and hint texts."""
@@ -199,9 +204,13 @@ class SFTData:
     def step_batches(self, step: int, batch_size: int, accumulation: int) -> list[dict[str, torch.Tensor]]:
         """The micro-batches of one optimizer step, grouped by length to waste little padding."""
         rng = random.Random(self.seed * 1_000_003 + step)
-        examples = self.encode([self.problem(rng) for _ in range(batch_size * accumulation)])
-        examples.sort(key=lambda e: len(e[0]))
-        return [collate(examples[i : i + batch_size]) for i in range(0, len(examples), batch_size)]
+        return length_batches(self.encode([self.problem(rng) for _ in range(batch_size * accumulation)]), batch_size)
+
+
+def length_batches(examples: list[Example], batch_size: int) -> list[dict[str, torch.Tensor]]:
+    """Micro-batches of `batch_size` examples, grouped by length to waste little padding."""
+    examples = sorted(examples, key=lambda e: len(e.ids))
+    return [collate(examples[i : i + batch_size]) for i in range(0, len(examples), batch_size)]
 
 
 def collate(examples: list[Example]) -> dict[str, torch.Tensor]:

@@ -219,6 +219,7 @@ def micro_batches(cfg: GRPOConfig, groups: list[Group], pad_id: int, device) -> 
             for gi, g in enumerate(groups) for c, s in zip(g.completions, g.scores)]
     order = sorted(range(len(rows)), key=lambda i: len(rows[i][1]))
     micro = [order[k : k + cfg.per_device_train_batch_size] for k in range(0, len(order), cfg.per_device_train_batch_size)]
+    prompts = [g.prompt_ids for g in groups]
     pieces = []
     for idx in micro:
         totals = {"batch_rows": len(idx), "batch_tokens": float(sum(len(rows[i][1]) for i in idx if rows[i][2]))}
@@ -226,7 +227,7 @@ def micro_batches(cfg: GRPOConfig, groups: list[Group], pad_id: int, device) -> 
             idx = [i for i in idx if adv[i] != 0]
         for part in split_by_padding([len(rows[i][1]) for i in idx]):
             sel = [idx[j] for j in part]
-            piece = build_batch([g.prompt_ids for g in groups], [rows[i][1] for i in sel], [rows[i][0] for i in sel],
+            piece = build_batch(prompts, [rows[i][1] for i in sel], [rows[i][0] for i in sel],
                                 [rows[i][2] for i in sel], pad_id, device)
             pieces.append({**piece, **totals, "adv": adv[sel].to(device)})
     num_items = sum(len(c.token_ids) for g in groups for c in g.completions)

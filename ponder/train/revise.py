@@ -29,7 +29,7 @@ from ponder import PonderError
 from ponder.model.chat import ChatFormat
 from ponder.model.loading import load_model, load_tokenizer, resolve
 from ponder.train.checkpoint import latest_checkpoint
-from ponder.train.data import Example, SFTData, collate, draw_problem, parse_mixture
+from ponder.train.data import Example, SFTData, draw_from_mixture, length_batches, parse_mixture
 from ponder.train.revise_data import RevisionExample, build_revision_data, encode
 from ponder.train.rollouts import make_engine
 from ponder.train.sft import SFTConfig, train_sft
@@ -87,8 +87,7 @@ class RevisionData:
         k = round(n * self.replay)
         picked = [self.examples[rng.randrange(len(self.examples))] for _ in range(n - k)]
         picked += self.replay_data.encode([self.replay_data.problem(rng) for _ in range(k)])
-        picked.sort(key=lambda e: len(e.ids))
-        return [collate(picked[i : i + batch_size]) for i in range(0, n, batch_size)]
+        return length_batches(picked, batch_size)
 
 
 def round_problems(cfg: ReviseConfig, round_: int) -> list:
@@ -96,8 +95,7 @@ def round_problems(cfg: ReviseConfig, round_: int) -> list:
     rng = random.Random(f"revise-data/{cfg.seed}/{round_}")
     mixture = parse_mixture(cfg.mixture)
     count = min(cfg.batch_problems, cfg.num_problems - round_ * cfg.batch_problems)
-    return [draw_problem(rng, rng.choices(mixture, weights=[m.weight for m in mixture])[0], heldout=False)
-            for _ in range(count)]
+    return [draw_from_mixture(rng, mixture)[1] for _ in range(count)]
 
 
 def build_data(cfg: ReviseConfig, path: Path) -> list[RevisionExample]:

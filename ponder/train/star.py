@@ -38,7 +38,7 @@ from ponder.model.loading import load_model
 from ponder.model.tokenizer import text_checker
 from ponder.tasks import Problem, Task
 from ponder.train.checkpoint import load_trainer_state, save_checkpoint, save_model_atomic
-from ponder.train.data import Example, MixtureItem, collate, draw_problem, parse_mixture
+from ponder.train.data import Example, MixtureItem, collate, draw_from_mixture, parse_mixture
 from ponder.train.distributed import Dist, main_bar, wrap
 from ponder.train.metrics import read_metrics
 from ponder.train.rewards import visible_answer, well_formed
@@ -153,12 +153,7 @@ def correct_chains(task: Task, problem: Problem, chat: ChatFormat, completions: 
 def round_problems(cfg: STaRConfig, mixture: list[MixtureItem], round_: int) -> list[tuple[MixtureItem, Problem]]:
     """The round's training questions: a pure function of seed and round, the same on every rank."""
     rng = random.Random(f"star/{cfg.seed}/{round_}")
-    weights = [m.weight for m in mixture]
-    picks = []
-    for _ in range(cfg.questions_per_round):
-        item = rng.choices(mixture, weights=weights)[0]
-        picks.append((item, draw_problem(rng, item, heldout=False)))
-    return picks
+    return [draw_from_mixture(rng, mixture) for _ in range(cfg.questions_per_round)]
 
 
 def sample_round(cfg: STaRConfig, picks: list[tuple[MixtureItem, Problem]], engine: Engine, chat: ChatFormat,
