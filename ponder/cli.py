@@ -10,7 +10,16 @@ import time
 from ponder import PonderError
 
 
-def _load(model_path: str):
+def _load(model_path: str, engine: str = "local"):
+    """(engine, tokenizer, chat format): the local sampler on CPU, or vLLM (`--engine vllm`, GPUs)."""
+    if engine == "vllm":
+        from ponder.engine.vllm import VLLMEngine
+        from ponder.model.chat import ChatFormat
+        from ponder.model.loading import load_tokenizer, resolve
+
+        path = resolve(model_path)
+        tok = load_tokenizer(path)
+        return VLLMEngine(path, tok), tok, ChatFormat.for_tokenizer(tok)
     from ponder.engine.local import LocalEngine
     from ponder.model.loading import load_model
 
@@ -31,7 +40,7 @@ def cmd_ask(args) -> None:
 
     if not args.question.strip():
         raise PonderError("the question is empty")
-    engine, tok, chat = _load(args.model)
+    engine, tok, chat = _load(args.model, args.engine)
     _check_question(args.question, tok)
     t0 = time.perf_counter()
     if args.strategy:
@@ -93,7 +102,7 @@ def cmd_eval(args) -> None:
     if args.n < 1:
         raise PonderError(f"-n must be a positive number of problems, got {args.n}")
     task.sample(__import__("random").Random(0), args.level)  # validates the level
-    engine, _, chat = _load(args.model)
+    engine, _, chat = _load(args.model, args.engine)
     strategy = strategy_for_effort(args.effort, engine, chat, max_tokens=args.max_tokens, seed=args.seed,
                                    answer_key=task.normalize)
     res = evaluate(strategy, args.task, args.level, heldout_problems(args.task, args.level, args.n, args.seed))
@@ -125,7 +134,7 @@ def cmd_eval_scaling(args) -> None:
     if needs and not args.verifier:
         raise PonderError(f"strategies {', '.join(needs)} need a verifier: pass --verifier PATH")
     problems = heldout_problems(args.task, args.level, args.n, args.seed)
-    engine, _, chat = _load(args.model)
+    engine, _, chat = _load(args.model, args.engine)
     verifier = None
     if args.verifier:
         from ponder.reward import RewardModel
@@ -251,7 +260,7 @@ def cmd_serve(args) -> None:
         engine = RemoteEngine(args.upstream, args.upstream_model, api_key=args.upstream_key, tokenizer=tokenizer)
         name = args.served_model_name or args.upstream_model
     else:
-        engine, tokenizer, chat = _load(args.model)
+        engine, tokenizer, chat = _load(args.model, args.engine)
         name = args.served_model_name or ("ponder-tiny" if args.model == "built-in" else Path(args.model).name)
     cfg = ServeConfig(model_name=name, api_keys=tuple(args.api_key), expose_reasoning=args.expose_reasoning,
                       max_batch=args.max_batch, max_queue=args.max_queue, request_timeout=args.timeout)
@@ -385,6 +394,10 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--upstream-key", help="API key for the upstream server")
     sv.add_argument("--tokenizer", help="local tokenizer directory of the upstream model (chat template, counts)")
     sv.set_defaults(func=cmd_serve)
+
+    for parser in (a, e, es, sv):
+        parser.add_argument("--engine", choices=["local", "vllm"], default="local",
+                            help="what samples: the local sampler, or vLLM on a GPU (an optional extra)")
 
     d = sub.add_parser("demo", help="ask the built-in model a few questions at each effort level")
     d.add_argument("--model", default="built-in")

@@ -47,6 +47,7 @@ class GRPOConfig:
     model: str = "built-in"  # `built-in` or a model directory (e.g. an SFT run's model/)
     mixture: list[dict] = field(default_factory=lambda: [{"task": "countdown", "levels": [1, 2]}])
     engine: Literal["local", "vllm"] = "local"  # what samples the rollouts (vllm: an optional extra)
+    vllm_gpu_memory_utilization: float = 0.3  # engine vllm: its share of the GPU, beside the trainer
     num_generations: int = 8
     per_device_train_batch_size: int = 16  # completions per micro-batch
     gradient_accumulation_steps: int = 4
@@ -111,7 +112,8 @@ class GRPOConfig:
                   ("max_resample_rounds", self.max_resample_rounds >= 0), ("warmup_steps", self.warmup_steps >= 0),
                   ("curriculum_threshold", 0 < self.curriculum_threshold <= 1),
                   ("drop_solved_after", self.drop_solved_after >= 0), ("length_penalty", self.length_penalty >= 0),
-                  ("max_time_minutes", self.max_time_minutes is None or self.max_time_minutes > 0)]
+                  ("max_time_minutes", self.max_time_minutes is None or self.max_time_minutes > 0),
+                  ("vllm_gpu_memory_utilization", 0 < self.vllm_gpu_memory_utilization <= 1)]
         for name, ok in checks:
             if not ok:
                 raise PonderError(f"config field {name!r} has a bad value: {getattr(self, name)!r}")
@@ -296,7 +298,8 @@ def train_grpo(cfg: GRPOConfig, resume: bool = False, config_text: str | None = 
         curriculum = RankCurriculum(curriculum, d)
     trainee = wrap(PromptSharingLM(model), d)  # DDP over the same parameters; the engine samples from the bare model
     engine = make_engine(cfg.engine, model, tokenizer,
-                         max_batch=min(256, cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps))
+                         max_batch=min(256, cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps),
+                         gpu_memory_utilization=cfg.vllm_gpu_memory_utilization)
     pad_id = tokenizer.pad_token_id or 0
 
     def sample(step: int, round_: int, count: int) -> list[Group]:

@@ -2,7 +2,8 @@
 
 The trainers only see the `Engine` interface. `engine: local` samples with the local
 KV-cache sampler on the trainer's own weights (it re-fuses its decode weights whenever
-a step changed them); `engine: vllm` is the seam for an optional GPU engine.
+a step changed them); `engine: vllm` samples with vLLM on a GPU (an optional extra), which
+is handed the trainer's weights whenever a step changed them.
 Metrics are kept as sums so that, under torchrun, summing them over ranks and then
 dividing gives exactly the metrics of all ranks' rollouts together.
 """
@@ -36,12 +37,12 @@ def check_engine(name: str) -> None:
     if name not in ENGINES:
         raise PonderError(f"config field 'engine' must be one of {', '.join(ENGINES)}, got {name!r}")
     if name == "vllm":
+        from ponder.engine.vllm import import_vllm
+
         try:
-            import vllm  # noqa: F401
-        except ImportError:
-            raise PonderError("config field 'engine': vllm is an optional extra that is not installed "
-                              "(pip install vllm), or use engine: local") from None
-        raise PonderError("config field 'engine': rollouts through vllm are not built yet; use engine: local")
+            import_vllm()
+        except PonderError as e:
+            raise PonderError(f"config field 'engine': {e}") from None
 
 
 def load_policy(model: str, ckpt: Path | None):
@@ -79,9 +80,24 @@ def open_log(d: Dist, out: Path, config_text: str | None, resume_step: int | Non
     return MetricsLog(out / "metrics.jsonl", resume_step=resume_step)
 
 
-def make_engine(name: str, model, tokenizer, max_batch: int) -> Engine:
-    """The rollout engine over `model` (the unwrapped module, not its DDP wrapper)."""
+def make_engine(name: str, model, tokenizer, max_batch: int, gpu_memory_utilization: float = 0.3) -> Engine:
+    """The rollout engine over `model` (the unwrapped module, not its DDP wrapper).
+
+    vllm loads models from directories, so its engine starts from a copy of `model` in a
+    temporary one (each rank its own), then follows `model`'s weights."""
     check_engine(name)
+    if name == "vllm":
+        import tempfile
+
+        from ponder.engine.vllm import VLLMEngine
+
+        start = tempfile.TemporaryDirectory(prefix="ponder-vllm-")
+        model.save_pretrained(start.name)
+        tokenizer.save_pretrained(start.name)
+        engine = VLLMEngine(start.name, tokenizer, gpu_memory_utilization=gpu_memory_utilization,
+                            max_num_seqs=max_batch)
+        engine.start_dir = start  # removed with the engine
+        return engine.follow(model)
     from ponder.engine.local import LocalEngine
 
     return LocalEngine(model, tokenizer, max_batch=max_batch)

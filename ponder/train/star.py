@@ -62,7 +62,8 @@ class STaRConfig:
     output_dir: str = "runs/star"
     model: str = "built-in"  # `built-in` or a model directory (e.g. an SFT run's model/)
     mixture: list[dict] = field(default_factory=lambda: [{"task": "countdown", "levels": [1, 2]}])
-    engine: Literal["local", "vllm"] = "local"
+    engine: Literal["local", "vllm"] = "local"  # what samples the rounds (vllm: an optional extra)
+    vllm_gpu_memory_utilization: float = 0.3  # engine vllm: its share of the GPU, beside the trainer
     rounds: int = 10
     questions_per_round: int = 128
     num_generations: int = 4  # chains sampled per question (and per hinted question)
@@ -109,7 +110,8 @@ class STaRConfig:
                   ("warmup_steps", self.warmup_steps >= 0), ("save_steps", self.save_steps >= 0),
                   ("eval_rounds", self.eval_rounds >= 0), ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1),
                   ("max_time_minutes", self.max_time_minutes is None or self.max_time_minutes > 0),
-                  ("lr_scheduler_type", self.lr_scheduler_type in ("cosine", "linear", "constant"))]
+                  ("lr_scheduler_type", self.lr_scheduler_type in ("cosine", "linear", "constant")),
+                  ("vllm_gpu_memory_utilization", 0 < self.vllm_gpu_memory_utilization <= 1)]
         for name, ok in checks:
             if not ok:
                 raise PonderError(f"config field {name!r} has a bad value: {getattr(self, name)!r}")
@@ -282,7 +284,8 @@ def train_star(cfg: STaRConfig, resume: bool = False, config_text: str | None = 
     if ckpt is not None:
         state = load_trainer_state(ckpt, opt)
     engine = (engine_factory(model, tokenizer) if engine_factory is not None
-              else make_engine(cfg.engine, model, tokenizer, max_batch=256))
+              else make_engine(cfg.engine, model, tokenizer, max_batch=256,
+                               gpu_memory_utilization=cfg.vllm_gpu_memory_utilization))
     mixture = parse_mixture(cfg.mixture)
     log = open_log(d, out, config_text, state["step"] if ckpt else None)
     last = state.get("record")  # a finished round's line, saved before it was logged: log it if a kill lost it
