@@ -308,3 +308,44 @@ def test_answers_that_make_the_same_number_vote_together():
     assert keys == {"225"}
     assert TASK.normalize("7/2") == "7/2" and TASK.normalize("50+25") == "75"
     assert TASK.normalize("no idea") == "no idea"
+
+
+# ----------------------------------------------------------------- the built-in model's trace
+
+GUIDED = get_task("countdown").__class__(trace="guided")
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=seeds, level=st.integers(min_value=1, max_value=3))
+def test_guided_trace_makes_legal_moves_shows_at_most_three_dead_ends_and_solves(seed, level):
+    """The trace the built-in model was trained on: moves are legal from the current state, a
+    dead end (`no`) comes only at a two-number state that cannot make the target, `back` returns
+    to a state on the path, and the last line's expression makes the target from the numbers."""
+    p = GUIDED.sample(random.Random(seed), level)
+    m = QUESTION.fullmatch(p.question)
+    root, target = sorted(int(x) for x in m[1].split(", ")), int(m[2])
+    path, dead = [root], 0
+    for line in p.steps[:-1]:
+        state = path[-1]
+        if (c := MOVE.fullmatch(line)) and not c[6] and not c[7]:
+            a, op, b, r = int(c[1]), c[2], int(c[3]), int(c[4])
+            assert (a, op, b, r) in moves(state), f"{line}: not a move from {state}"
+            child = sorted(list((Counter(state) - Counter([a, b])).elements()) + [r])
+            assert [int(x) for x in c[5].split()] == child
+            path.append(child)
+        elif line == "no":
+            assert len(state) == 2 and target not in {mv[3] for mv in moves(state)}, f"no at {state}"
+            dead += 1
+        elif (b_ := BACK.fullmatch(line)):
+            back_to = [int(x) for x in b_[1].split()]
+            assert back_to in path[:-1], f"{line}: not a state on the path {path}"
+            del path[path.index(back_to) + 1:]
+        else:
+            raise AssertionError(f"unparseable line {line!r}")
+    assert dead <= 3 and target in path[-1]
+    assert TASK.check(p, p.answer) and p.steps[-1] == f"{p.answer}={target}"
+
+
+def test_trace_option_is_checked():
+    with pytest.raises(PonderError, match="honest or guided"):
+        get_task("countdown").__class__(trace="oracle")

@@ -169,6 +169,8 @@ def _fmt(values) -> str:
 class _Search:
     """Heuristic depth-first search over states (sorted tuples of (value, tree))."""
 
+    noise = NOISE
+
     def __init__(self, target: int, rng: random.Random):
         self.target = target
         self.rng = rng
@@ -191,7 +193,7 @@ class _Search:
                 if r == self.target:
                     score = -math.inf
                 else:
-                    score = math.log1p(abs(r - self.target)) + self.rng.gauss(0.0, NOISE)
+                    score = math.log1p(abs(r - self.target)) + self.rng.gauss(0.0, self.noise)
                 kids.append((score, len(kids), line, child))
         kids.sort(key=lambda k: (k[0], k[1]))
         return [(line, child) for _, _, line, child in kids]
@@ -309,8 +311,17 @@ def parse_question(question: str) -> tuple[list[int], int]:
 
 @register
 class Countdown(Task):
+    """`trace`: "honest" (the search above), or "guided", the trace the built-in model was trained
+    on, which after at most three dead ends follows a branch a solver knows reaches the target
+    (`ponder.tasks.countdown_guided`; kept so that the model's recipe reproduces it)."""
+
     name = "countdown"
     max_level = 4
+
+    def __init__(self, trace: str = "honest") -> None:
+        if trace not in ("honest", "guided"):
+            raise PonderError(f"countdown trace must be honest or guided, not {trace!r}")
+        self.trace = trace
 
     def _sample(self, rng: random.Random, level: int) -> Problem:
         n = level + 1
@@ -320,7 +331,12 @@ class Countdown(Task):
         needs = [k for k in sorted(weights) if k in by_need]
         need = rng.choices(needs, weights=[weights[k] for k in needs])[0]
         target = rng.choice(by_need[need])
-        steps, expr = _Search(target, rng).trace(nums)
+        if self.trace == "guided":
+            from ponder.tasks.countdown_guided import GuidedSearch
+
+            steps, expr = GuidedSearch(target, rng).trace(nums)
+        else:
+            steps, expr = _Search(target, rng).trace(nums)
         question = f"Using the numbers {', '.join(map(str, nums))}, make {target}."
         return Problem(self.name, level, question, expr, tuple(steps))
 
