@@ -198,6 +198,15 @@ class _Search:
         kids.sort(key=lambda k: (k[0], k[1]))
         return [(line, child) for _, _, line, child in kids]
 
+    def solved(self, state, lines: list[str]) -> str | None:
+        """The expression that made the target when `state` holds it (its line appended), else None."""
+        hit = next((t for v, t in state if v == self.target), None)
+        if hit is None:
+            return None
+        expr = _show(hit)
+        lines.append(f"{expr}={self.target}")
+        return expr
+
     def _leaf_check(self, state) -> tuple[str, bool] | None:
         """For two numbers left (neither the target): what their one operation makes, written out
         in the order + - * / up to the target, and whether that is a dead end. None otherwise."""
@@ -218,10 +227,7 @@ class _Search:
         lines: list[str] = []
         while True:
             state, todo = path[-1]
-            hit = next((t for v, t in state if v == self.target), None)
-            if hit is not None:
-                expr = _show(hit)
-                lines.append(f"{expr}={self.target}")
+            if (expr := self.solved(state, lines)) is not None:
                 return lines, expr
             if not todo:
                 path.pop()

@@ -16,7 +16,7 @@ import random
 from itertools import combinations
 
 from ponder import PonderError
-from ponder.tasks.countdown import _combine, _fmt, _Search, _show
+from ponder.tasks.countdown import _combine, _fmt, _Search
 
 # How many dead ends a trace may show at most (drawn per trace), so that traces
 # with failures show one, two or three of them rather than always the most.
@@ -60,10 +60,7 @@ class GuidedSearch(_Search):
         dead = 0
         while True:
             state, todo = path[-1]
-            hit = next((t for v, t in state if v == self.target), None)
-            if hit is not None:
-                expr = _show(hit)
-                lines.append(f"{expr}={self.target}")
+            if (expr := self.solved(state, lines)) is not None:
                 return lines, expr
             direct = any(v == self.target for _, child in todo for v, _ in child)
             if len(state) <= 2 and not direct:
