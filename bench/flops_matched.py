@@ -1,0 +1,181 @@
+"""A small model that searches against a larger one that thinks once, at equal FLOPs, per difficulty bin.
+
+    python bench/flops_matched.py --large runs/ponder-4x-stage2/model --verifier runs/prm-cvp/model \
+        --policy configs/adaptive-cvp.yaml -n 300 --out bench/results/flops-matched
+
+The questions are binned by the small model's own pass rate exactly as `ponder eval scaling` bins them
+(16 samples at temperature 0.8, chunks of 64 seeded seed + chunk), so the bins are the scaling run's.
+Per bin, the large model answers with one greedy chain, and the small model with each strategy at each
+budget multiplier (of the base B: the 0.9 quantile of the small model's greedy chain lengths).
+
+FLOPs are counted as 2 x parameters per token a model reads or writes: every prompt token an engine call
+prefills (a prompt sent once with n samples counts once; a beam's prefix sent again counts again), every
+generated token, and every token the verifier scores, at the verifier's size. Attention's share (a few per
+cent at these lengths) is left out for both sides alike. Writes results.json, results.md and a plot of
+accuracy against FLOPs per question, one panel per bin, the large model's greedy chain as a star.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from datetime import date
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ponder.engine.local import LocalEngine
+from ponder.eval_scaling import base_budget, difficulty_bins, pass_rates
+from ponder.evaluate import heldout_problems
+from ponder.model.loading import load_model
+from ponder.reward import RewardModel
+from ponder.tasks import get_task
+from ponder.think.registry import build_strategy, scaled_params
+from ponder.think.sampling import ChainOfThought
+
+
+def params_of(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def run(strategy, engine, verifier, task, problems, budget) -> dict:
+    """Accuracy and FLOPs inputs of one strategy on `problems`: (correct, prompt, generated, scored) sums."""
+    e0 = (engine.stats.prompt_tokens, engine.stats.generated_tokens)
+    v0 = verifier.stats.tokens if verifier is not None else 0
+    correct = 0
+    for i in range(0, len(problems), 64):
+        part = problems[i: i + 64]
+        for p, th in zip(part, strategy.solve_batch([p.question for p in part], budget)):
+            correct += bool(task.check(p, th.answer))
+    return {"correct": correct, "prompt_tokens": engine.stats.prompt_tokens - e0[0],
+            "generated_tokens": engine.stats.generated_tokens - e0[1],
+            "scored_tokens": (verifier.stats.tokens - v0) if verifier is not None else 0}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", default="cvp")
+    ap.add_argument("--level", type=int, default=2)
+    ap.add_argument("--small", default="built-in")
+    ap.add_argument("--large", required=True, help="the larger model's directory")
+    ap.add_argument("--verifier", required=True)
+    ap.add_argument("--policy", help="adaptive's policy table")
+    ap.add_argument("--strategies", default="adaptive,best_of_n")
+    ap.add_argument("--budgets", default="1,2,4,8")
+    ap.add_argument("-n", type=int, default=300)
+    ap.add_argument("--samples", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-tokens", type=int, default=768)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="bench/results/flops-matched")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    task = get_task(args.task)
+    problems = heldout_problems(args.task, args.level, args.n, args.seed)
+    small, tok, chat = load_model(args.small)
+    large, ltok, lchat = load_model(args.large)
+    engine, lengine = LocalEngine(small, tok), LocalEngine(large, ltok)
+    verifier = RewardModel.load(args.verifier)
+    sizes = {"small": params_of(small), "large": params_of(large), "verifier": params_of(verifier.model)}
+    policy = None
+    if args.policy:
+        from ponder.think.adaptive import load_policy
+
+        policy = load_policy(args.policy)
+
+    greedy = ChainOfThought(engine, chat, max_tokens=args.max_tokens, answer_key=task.normalize)
+    lengths = [th.usage.completion_tokens for th in greedy.solve_batch([p.question for p in problems])]
+    base = base_budget(lengths, 0.9)
+    rates = []
+    for ci in tqdm(range(0, len(problems), 64), desc="pass rates"):
+        rates += pass_rates(engine, chat, args.task, problems[ci: ci + 64], args.samples, 0.8, args.max_tokens,
+                            args.seed + ci // 64)
+    binned = difficulty_bins(rates, 5)
+    by_bin = [[p for p, b in zip(problems, binned) if b == k] for k in range(max(binned) + 1)]
+
+    def flops(r: dict, n_params: int, scored_params: int = 0) -> float:
+        return 2 * n_params * (r["prompt_tokens"] + r["generated_tokens"]) + 2 * scored_params * r["scored_tokens"]
+
+    rows = []
+    cells = [("large greedy", None, None)] + [(s, s, int(m)) for s in args.strategies.split(",")
+                                             for m in args.budgets.split(",")]
+    for label, name, m in tqdm(cells, desc="cells"):
+        for k, qs in enumerate(by_bin):
+            if name is None:
+                strategy = ChainOfThought(lengine, lchat, max_tokens=args.max_tokens, answer_key=task.normalize)
+                r = run(strategy, lengine, None, task, qs, None)
+                f = flops(r, sizes["large"])
+            else:
+                params = scaled_params(name, m) | ({"policy": policy} if name == "adaptive" and policy else {})
+                strategy = build_strategy(name, engine, chat, verifier, max_tokens=args.max_tokens, seed=args.seed,
+                                          answer_key=task.normalize, **params)
+                r = run(strategy, engine, verifier, task, qs, m * base)
+                f = flops(r, sizes["small"], sizes["verifier"])
+            rows.append({"cell": label if name is None else f"{name} x{m}", "bin": k + 1, "questions": len(qs),
+                         "accuracy": round(r["correct"] / len(qs), 4), "flops_per_question": f / len(qs), **r})
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"date": str(date.today()), "machine": platform.platform(), "threads": args.threads,
+              "task": args.task, "level": args.level, "n": len(problems), "seed": args.seed, "small": args.small,
+              "large": args.large, "verifier": args.verifier, "policy": args.policy, "parameters": sizes,
+              "base_tokens": base, "bins": [{"bin": k + 1, "pass_rate_min": min(r for r, b in zip(rates, binned) if b == k),
+                                             "pass_rate_max": max(r for r, b in zip(rates, binned) if b == k)}
+                                            for k in range(len(by_bin))], "rows": rows}
+    (out / "results.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / "results.md").write_text(markdown(report))
+    plot(report, out / "results.png")
+    print(markdown(report))
+
+
+def markdown(report: dict) -> str:
+    """One row per cell: accuracy and FLOPs per question (in units of the large model's greedy) per bin."""
+    nb = len(report["bins"])
+    big = {r["bin"]: r for r in report["rows"] if r["cell"] == "large greedy"}
+    lines = [f"{report['task']} level {report['level']}, {report['n']} questions; parameters: "
+             + ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in report["parameters"].items())
+             + f"; B = {report['base_tokens']} tokens. In brackets: FLOPs per question over the large model's "
+               "greedy chain in that bin.", "",
+             "| cell | " + " | ".join(f"bin {b['bin']} ({b['pass_rate_min']:.2f}-{b['pass_rate_max']:.2f})"
+                                    for b in report["bins"]) + " | all |",
+             "|---|" + "---:|" * (nb + 1)]
+    for cell in dict.fromkeys(r["cell"] for r in report["rows"]):
+        rs = {r["bin"]: r for r in report["rows"] if r["cell"] == cell}
+        n = sum(r["questions"] for r in rs.values())
+        acc = sum(r["correct"] for r in rs.values()) / n
+        ratio = sum(r["flops_per_question"] * r["questions"] for r in rs.values()) / \
+            sum(b["flops_per_question"] * b["questions"] for b in big.values())
+        lines.append(f"| {cell} | " + " | ".join(
+            f"{rs[b]['accuracy']:.1%} ({rs[b]['flops_per_question'] / big[b]['flops_per_question']:.2f})"
+            for b in sorted(rs)) + f" | {acc:.1%} ({ratio:.2f}) |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    nb = len(report["bins"])
+    fig, axes = plt.subplots(1, nb, figsize=(3.2 * nb, 3.2), sharey=True)
+    for k, ax in enumerate(axes, start=1):
+        rows = [r for r in report["rows"] if r["bin"] == k]
+        for name in dict.fromkeys(r["cell"].split(" x")[0] for r in rows if r["cell"] != "large greedy"):
+            rs = [r for r in rows if r["cell"].startswith(name + " x")]
+            ax.plot([r["flops_per_question"] for r in rs], [r["accuracy"] for r in rs], "o-", label=f"small {name}")
+        big = next(r for r in rows if r["cell"] == "large greedy")
+        ax.plot([big["flops_per_question"]], [big["accuracy"]], "k*", markersize=12, label="large greedy")
+        ax.set_xscale("log")
+        ax.set_title(f"bin {k}")
+        ax.set_xlabel("FLOPs per question")
+    axes[0].set_ylabel("accuracy")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
