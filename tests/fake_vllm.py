@@ -105,33 +105,34 @@ class LLM:
     def reset_prefix_cache(self) -> None:
         self.prefix_resets += 1
 
-    def generate(self, prompts, sampling_params: SamplingParams, use_tqdm: bool = True) -> list[RequestOutput]:
+    def generate(self, prompts, sampling_params, use_tqdm: bool = True) -> list[RequestOutput]:
+        """One SamplingParams for all prompts, or a list of one per prompt (each its own request)."""
         self.calls.append((prompts, sampling_params))
-        texts = []
-        for p in prompts:
-            assert isinstance(p, dict) and set(p) == {"prompt_token_ids"}, p
-            texts.append(self.tokenizer.decode(p["prompt_token_ids"], skip_special_tokens=False))
-        sp = sampling_params
+        per_prompt = sampling_params if isinstance(sampling_params, list) else [sampling_params] * len(prompts)
+        assert len(per_prompt) == len(prompts)
+        return [self._request(p, sp) for p, sp in zip(prompts, per_prompt)]
+
+    def _request(self, p, sp: SamplingParams) -> RequestOutput:
+        assert isinstance(p, dict) and set(p) == {"prompt_token_ids"}, p
+        text = self.tokenizer.decode(p["prompt_token_ids"], skip_special_tokens=False)
         params = PonderParams(n=sp.n, temperature=sp.temperature, top_p=sp.top_p, max_tokens=sp.max_tokens,
                               stop=tuple(sp.stop or ()), seed=sp.seed, logprobs=sp.logprobs is not None)
-        out = []
-        for p, comps in zip(prompts, self.local.generate(texts, params)):
-            outputs = []
-            for i, c in enumerate(comps):
-                ids = list(c.token_ids)
-                shown = ids[:-1] if c.finish_reason == "eos" else ids
-                text = self.tokenizer.decode(shown, skip_special_tokens=sp.skip_special_tokens)
-                if c.finish_reason == "stop" and not sp.include_stop_str_in_output:
-                    text = text[: len(text) - len(c.stop_reason)]
-                lps = None
-                if c.logprobs is not None:  # the sampled token, and a decoy beside it
-                    lps = [{t: Logprob(lp, 1), (t + 1) % len(self.tokenizer): Logprob(-99.0, 2)}
-                           for t, lp in zip(ids, c.logprobs)]
-                reason = {"eos": "stop", "stop": "stop", "length": "length", "abort": "abort"}[c.finish_reason]
-                outputs.append(CompletionOutput(i, text, ids, lps, reason,
-                                                c.stop_reason if c.finish_reason == "stop" else None))
-            out.append(RequestOutput(list(p["prompt_token_ids"]), outputs))
-        return out
+        comps = self.local.generate([text], params)[0]
+        outputs = []
+        for i, c in enumerate(comps):
+            ids = list(c.token_ids)
+            shown = ids[:-1] if c.finish_reason == "eos" else ids
+            text = self.tokenizer.decode(shown, skip_special_tokens=sp.skip_special_tokens)
+            if c.finish_reason == "stop" and not sp.include_stop_str_in_output:
+                text = text[: len(text) - len(c.stop_reason)]
+            lps = None
+            if c.logprobs is not None:  # the sampled token, and a decoy beside it
+                lps = [{t: Logprob(lp, 1), (t + 1) % len(self.tokenizer): Logprob(-99.0, 2)}
+                       for t, lp in zip(ids, c.logprobs)]
+            reason = {"eos": "stop", "stop": "stop", "length": "length", "abort": "abort"}[c.finish_reason]
+            outputs.append(CompletionOutput(i, text, ids, lps, reason,
+                                            c.stop_reason if c.finish_reason == "stop" else None))
+        return RequestOutput(list(p["prompt_token_ids"]), outputs)
 
 
 def module() -> types.ModuleType:

@@ -10,6 +10,8 @@ exactly, not approximately:
   first stop string, as the local engine does, so a stop string ends the text and an end
   token's text is kept; `finish_reason` is "stop" for a stop string, "eos" for an end token;
 - greedy `n > 1` asks vLLM for one sample and copies it (vLLM may refuse greedy `n > 1`);
+- a seed makes a call reproducible, not equal to the local engine's draws: vLLM seeds each
+  request, so prompt i is seeded `seed + i * n`;
 - `logprobs` are those of the sampled tokens under the temperature-scaled distribution,
   which is what GRPO's importance ratio needs (vLLM's `processed_logprobs` mode).
 
@@ -107,12 +109,19 @@ class VLLMEngine:
         self._sync()
         greedy = params.temperature == 0
         stops = tuple(s for s in params.stop if s)
-        sp = self._sampling_params(
-            n=1 if greedy else params.n, temperature=params.temperature, top_p=params.top_p,
-            max_tokens=params.max_tokens, stop=list(stops) or None, seed=params.seed,
-            logprobs=0 if params.logprobs else None, include_stop_str_in_output=True,
-            skip_special_tokens=False, spaces_between_special_tokens=False)
-        outputs = self.llm.generate([{"prompt_token_ids": p} for p in ids], sampling_params=sp, use_tqdm=False)
+        n = 1 if greedy else params.n
+
+        def sampling(seed: int | None):
+            return self._sampling_params(
+                n=n, temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_tokens,
+                stop=list(stops) or None, seed=seed, logprobs=0 if params.logprobs else None,
+                include_stop_str_in_output=True, skip_special_tokens=False, spaces_between_special_tokens=False)
+
+        # A seed is per request in vLLM: each prompt gets its own (seed + i * n), so that prompts of one
+        # call do not share a random stream (the local engine draws them all from one).
+        sps = sampling(None) if params.seed is None or greedy else [sampling(params.seed + i * n)
+                                                                     for i in range(len(ids))]
+        outputs = self.llm.generate([{"prompt_token_ids": p} for p in ids], sampling_params=sps, use_tqdm=False)
         results, generated = [], 0
         for p, out in zip(ids, outputs):
             comps = [self._completion(o, len(p), stops) for o in out.outputs]
