@@ -91,3 +91,24 @@ def cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, str | None]:
         if i >= 0 and (best is None or i + len(s) < best[0]):
             best = (i + len(s), s)
     return (text, None) if best is None else (text[: best[0]], best[1])
+
+
+def check_prompt_length(n_prompt: int, max_tokens: int, limit: int | None, limit_text: str) -> None:
+    """Refuse an empty prompt, or one that leaves no room for `max_tokens` within `limit` positions
+    (`limit_text` names that limit in the message; None: no limit known)."""
+    if n_prompt == 0:
+        raise PonderError("prompt is empty after tokenization; the model needs at least one token")
+    if limit is not None and n_prompt + max_tokens > limit:
+        raise PonderError(f"prompt of {n_prompt} tokens plus max_tokens={max_tokens} exceeds {limit_text}; "
+                          f"shorten the prompt or lower max_tokens (at most {max(0, limit - max_tokens)} prompt tokens)")
+
+
+def empty_completions(prompt_tokens: list[int], params: SamplingParams) -> list[list[Completion]]:
+    """What `max_tokens=0` asks for: `n` empty completions per prompt, ended by length."""
+    return [[Completion("", [], "length", n, logprobs=[] if params.logprobs else None) for _ in range(params.n)]
+            for n in prompt_tokens]
+
+
+def weights_version(params) -> tuple:
+    """Changes whenever an optimizer step (or any in-place write) changed one of `params`."""
+    return tuple((p.data_ptr(), p._version) for p in params)

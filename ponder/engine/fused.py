@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ponder.engine.base import weights_version
 from ponder.engine.kvcache import Pool, SlabLayer, grow
 
 
@@ -82,7 +83,7 @@ class LlamaDecoder:
             self._plan, self._plan_key = None, None
         else:
             # a training step updates weights in place, which bumps their version counters
-            key = tuple((p.data_ptr(), p._version) for p in params) + (torch.device(device), dtype)
+            key = weights_version(params) + (torch.device(device), dtype)
             if key != self._plan_key:
                 pack = can_pack(torch.device(device).type, dtype)
 

@@ -51,7 +51,8 @@ from transformers import DynamicCache
 from transformers.cache_utils import Cache, DynamicLayer
 
 from ponder import PonderError
-from ponder.engine.base import Capabilities, Completion, EngineStats, SamplingParams, StepListener, cut_at_stop
+from ponder.engine.base import (Capabilities, Completion, EngineStats, SamplingParams, StepListener,
+                                check_prompt_length, cut_at_stop, empty_completions)
 from ponder.engine.fused import LlamaDecoder, Prefix, PrefixState
 from ponder.engine.kvcache import Pool, SlabLayer, grow
 
@@ -149,8 +150,7 @@ class LocalEngine:
         self.stats.prompt_tokens += sum(len(ids[p]) for p in prompts)
         if params.max_tokens == 0:
             self.stats.per_call.append(0)
-            return [[Completion("", [], "length", len(ids[p]), logprobs=[] if params.logprobs else None)
-                     for _ in range(params.n)] for p in prompts]
+            return empty_completions([len(ids[p]) for p in prompts], params)
 
         results: list[list[Completion | None]] = [[None] * params.n for _ in prompts]
         rows = [(i, j) for i in range(len(prompts)) for j in range(params.n)]
@@ -189,14 +189,8 @@ class LocalEngine:
         return self.tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
     def _check_length(self, n_prompt: int, max_tokens: int) -> None:
-        if n_prompt == 0:
-            raise PonderError("prompt is empty after tokenization; the model needs at least one token")
-        if self.max_positions is not None and n_prompt + max_tokens > self.max_positions:
-            raise PonderError(
-                f"prompt of {n_prompt} tokens plus max_tokens={max_tokens} exceeds the model's context of "
-                f"{self.max_positions} positions; shorten the prompt or lower max_tokens "
-                f"(at most {max(0, self.max_positions - max_tokens)} prompt tokens)"
-            )
+        check_prompt_length(n_prompt, max_tokens, self.max_positions,
+                            f"the model's context of {self.max_positions} positions")
 
     def _generator(self, params: SamplingParams) -> torch.Generator | None:
         if params.temperature == 0:

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from ponder import PonderError
-from ponder.engine.base import Capabilities, Completion, EngineStats, SamplingParams, StepListener, cut_at_stop
+from ponder.engine.base import (Capabilities, Completion, EngineStats, SamplingParams, StepListener,
+                                check_prompt_length, cut_at_stop, empty_completions, weights_version)
 
 __all__ = ["VLLMEngine", "import_vllm"]
 
@@ -41,11 +42,6 @@ def import_vllm():
         raise PonderError("engine vllm is an optional extra that is not installed here: pip install 'ponder[vllm]' "
                           "on a machine with a GPU, or use the local engine") from None
     return vllm
-
-
-def weights_key(model) -> tuple:
-    """Changes whenever an optimizer step (or any in-place write) changed a parameter."""
-    return tuple((p.data_ptr(), p._version) for p in model.parameters())
 
 
 class VLLMEngine:
@@ -104,8 +100,7 @@ class VLLMEngine:
         self.stats.prompt_tokens += sum(len(p) for p in ids)
         if params.max_tokens == 0:  # vLLM wants at least one token
             self.stats.per_call.append(0)
-            return [[Completion("", [], "length", len(p), logprobs=[] if params.logprobs else None)
-                     for _ in range(params.n)] for p in ids]
+            return empty_completions([len(p) for p in ids], params)
         self._sync()
         greedy = params.temperature == 0
         stops = tuple(s for s in params.stop if s)
@@ -153,7 +148,7 @@ class VLLMEngine:
     def _sync(self) -> None:
         if self._policy is None:
             return
-        key = weights_key(self._policy)
+        key = weights_version(self._policy.parameters())
         if key != self._pushed:
             self.push_weights(self._policy)
             self._pushed = key
@@ -164,11 +159,7 @@ class VLLMEngine:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _check_length(self, n_prompt: int, max_tokens: int) -> None:
-        if n_prompt == 0:
-            raise PonderError("prompt is empty after tokenization; the model needs at least one token")
-        if self.max_positions is not None and n_prompt + max_tokens > self.max_positions:
-            raise PonderError(f"prompt of {n_prompt} tokens plus max_tokens={max_tokens} exceeds vllm's "
-                              f"max_model_len of {self.max_positions}; shorten the prompt or lower max_tokens")
+        check_prompt_length(n_prompt, max_tokens, self.max_positions, f"vllm's max_model_len of {self.max_positions}")
 
     def _completion(self, out, n_prompt: int, stops: tuple[str, ...]) -> Completion:
         ids = list(out.token_ids)
