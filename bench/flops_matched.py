@@ -5,8 +5,8 @@
 
 The questions are binned by the small model's own pass rate exactly as `ponder eval scaling` bins them
 (16 samples at temperature 0.8, chunks of 64 seeded seed + chunk), so the bins are the scaling run's.
-Per bin, the large model answers with one greedy chain, and the small model with each strategy at each
-budget multiplier (of the base B: the 0.9 quantile of the small model's greedy chain lengths).
+Per bin, the large model answers with one greedy chain, and the small model with its own greedy chain and
+with each strategy at each budget multiplier (of the base B: the 0.9 quantile of the small model's greedy chain lengths).
 
 FLOPs are counted as 2 x parameters per token a model reads or writes: every prompt token an engine call
 prefills (a prompt sent once with n samples counts once; a beam's prefix sent again counts again), every
@@ -86,8 +86,8 @@ def main() -> None:
         policy = load_policy(args.policy)
 
     greedy = ChainOfThought(engine, chat, max_tokens=args.max_tokens, answer_key=task.normalize)
-    lengths = [th.usage.completion_tokens for th in greedy.solve_batch([p.question for p in problems])]
-    base = base_budget(lengths, 0.9)
+    greedy_thoughts = greedy.solve_batch([p.question for p in problems])
+    base = base_budget([th.usage.completion_tokens for th in greedy_thoughts], 0.9)
     rates = []
     for ci in tqdm(range(0, len(problems), 64), desc="pass rates"):
         rates += pass_rates(engine, chat, args.task, problems[ci: ci + 64], args.samples, 0.8, args.max_tokens,
@@ -99,6 +99,14 @@ def main() -> None:
         return 2 * n_params * (r["prompt_tokens"] + r["generated_tokens"]) + 2 * scored_params * r["scored_tokens"]
 
     rows = []
+    for k, qs in enumerate(by_bin):  # the small model's own greedy chain, from the pass that set B
+        ths = [th for th, b in zip(greedy_thoughts, binned) if b == k]
+        r = {"correct": sum(bool(task.check(p, th.answer)) for p, th in zip(qs, ths)),
+             "prompt_tokens": sum(th.usage.prompt_tokens for th in ths),
+             "generated_tokens": sum(th.usage.completion_tokens for th in ths), "scored_tokens": 0}
+        rows.append({"cell": "small greedy", "bin": k + 1, "questions": len(qs),
+                     "accuracy": round(r["correct"] / len(qs), 4),
+                     "flops_per_question": flops(r, sizes["small"]) / len(qs), **r})
     cells = [("large greedy", None, None)] + [(s, s, int(m)) for s in args.strategies.split(",")
                                              for m in args.budgets.split(",")]
     for label, name, m in tqdm(cells, desc="cells"):
@@ -162,11 +170,13 @@ def plot(report: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, nb, figsize=(3.2 * nb, 3.2), sharey=True)
     for k, ax in enumerate(axes, start=1):
         rows = [r for r in report["rows"] if r["bin"] == k]
-        for name in dict.fromkeys(r["cell"].split(" x")[0] for r in rows if r["cell"] != "large greedy"):
+        for name in dict.fromkeys(r["cell"].split(" x")[0] for r in rows if " x" in r["cell"]):
             rs = [r for r in rows if r["cell"].startswith(name + " x")]
             ax.plot([r["flops_per_question"] for r in rs], [r["accuracy"] for r in rs], "o-", label=f"small {name}")
         big = next(r for r in rows if r["cell"] == "large greedy")
         ax.plot([big["flops_per_question"]], [big["accuracy"]], "k*", markersize=12, label="large greedy")
+        own = next(r for r in rows if r["cell"] == "small greedy")
+        ax.plot([own["flops_per_question"]], [own["accuracy"]], "kx", markersize=9, label="small greedy")
         ax.set_xscale("log")
         ax.set_title(f"bin {k}")
         ax.set_xlabel("FLOPs per question")
