@@ -11,6 +11,7 @@ same order (a step's all-reduce, `gather`), and only rank 0 writes files.
 
 from __future__ import annotations
 
+import gc
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -60,7 +61,10 @@ class Dist:
             dist.barrier()
 
     def close(self) -> None:
+        """Destroy the group once no DDP wrapper holds it (callers drop theirs first; `gc` frees cycles):
+        a group whose last holder is freed later, as a function returns, could hang its rank on exit."""
         if self.owned and dist.is_initialized():
+            gc.collect()
             dist.destroy_process_group()
 
 

@@ -372,6 +372,7 @@ def train_grpo(cfg: GRPOConfig, resume: bool = False, config_text: str | None = 
     if d.is_main:
         save_model_atomic(out / "model", model, tokenizer)
     log.close()
+    del trainee  # DDP's reducer holds the process group: free it while every rank is still in the group
     d.barrier()  # no rank leaves (and closes the group) before rank 0 has written the model
     d.close()
     return out / "model"
