@@ -98,15 +98,17 @@ def main() -> None:
     def flops(r: dict, n_params: int, scored_params: int = 0) -> float:
         return 2 * n_params * (r["prompt_tokens"] + r["generated_tokens"]) + 2 * scored_params * r["scored_tokens"]
 
+    def row(cell: str, k: int, qs: list, r: dict, f: float) -> dict:
+        return {"cell": cell, "bin": k + 1, "questions": len(qs), "accuracy": round(r["correct"] / len(qs), 4),
+                "flops_per_question": f / len(qs), **r}
+
     rows = []
     for k, qs in enumerate(by_bin):  # the small model's own greedy chain, from the pass that set B
         ths = [th for th, b in zip(greedy_thoughts, binned) if b == k]
         r = {"correct": sum(bool(task.check(p, th.answer)) for p, th in zip(qs, ths)),
              "prompt_tokens": sum(th.usage.prompt_tokens for th in ths),
              "generated_tokens": sum(th.usage.completion_tokens for th in ths), "scored_tokens": 0}
-        rows.append({"cell": "small greedy", "bin": k + 1, "questions": len(qs),
-                     "accuracy": round(r["correct"] / len(qs), 4),
-                     "flops_per_question": flops(r, sizes["small"]) / len(qs), **r})
+        rows.append(row("small greedy", k, qs, r, flops(r, sizes["small"])))
     cells = [("large greedy", None, None)] + [(s, s, int(m)) for s in args.strategies.split(",")
                                              for m in args.budgets.split(",")]
     for label, name, m in tqdm(cells, desc="cells"):
@@ -121,8 +123,7 @@ def main() -> None:
                                           answer_key=task.normalize, **params)
                 r = run(strategy, engine, verifier, task, qs, m * base)
                 f = flops(r, sizes["small"], sizes["verifier"])
-            rows.append({"cell": label if name is None else f"{name} x{m}", "bin": k + 1, "questions": len(qs),
-                         "accuracy": round(r["correct"] / len(qs), 4), "flops_per_question": f / len(qs), **r})
+            rows.append(row(label if name is None else f"{name} x{m}", k, qs, r, f))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {"date": str(date.today()), "machine": platform.platform(), "threads": args.threads,
