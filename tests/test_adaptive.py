@@ -98,6 +98,16 @@ def test_adaptive_stops_when_the_budget_pays_for_no_more_chains():
     assert poor.answer == "5" and poor.budget_exhausted and len(poor.tree.children) == 1
 
 
+def test_adaptive_does_not_score_a_lone_greedy_chain_the_budget_leaves_no_alternative_to():
+    """At one chain's budget the answer is the greedy chain's whatever the verifier says: no verifier pass."""
+    v = TableVerifier({}, default=0.1)
+    one = Adaptive(VoteEngine({Q: ["5", "7"]}), CHAT, v).solve(Q, budget=CHAIN)
+    assert one.answer == "5" and one.budget_exhausted and v.calls == 0
+    assert "mean score" not in one.tree.children[0].text and one.tree.children[0].children[0].score is None
+    two = Adaptive(VoteEngine({Q: ["5", "7"]}), CHAT, v).solve(Q, budget=3 * CHAIN)  # a probe to choose from
+    assert v.calls > 0 and all(n.score is not None for n in two.tree.children[0].children)
+
+
 def test_adaptive_with_a_verifier_reads_scores_and_delegates_hard_questions_to_beam_search():
     world = WorldEngine([f"{p}1\n{p}2</think>{k}<|end|>" for k, p in enumerate("abcd")])
     low = TableVerifier({}, default=0.1)  # disagreement and low scores: hard -> beam

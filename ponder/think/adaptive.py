@@ -192,8 +192,11 @@ class Adaptive(Strategy):
         for q in qs:
             q.root.children.append(Node(text="probe", visits=1))
         probe_node = lambda q: q.root.children[0]  # noqa: E731
-        self._greedy(qs, probe_node)
+        greedy = self._greedy(qs, probe_node)
         self._wave(qs, lambda q: self.policy.probe - 1, 1, probe_node)
+        # A lone greedy chain whose budget pays for nothing more is the answer whatever it scores:
+        # the verifier's pass over it would be compute spent for nothing.
+        self._score([(q, c) for q, c in greedy if not (q.done and len(q.chains) == 1)])
         for i, q in enumerate(qs):
             q.done = q.done or (listener is not None and listener.cancelled(i))
             self._choose(q)
@@ -203,7 +206,8 @@ class Adaptive(Strategy):
 
     # -- the probe, and more samples -----------------------------------------------
 
-    def _greedy(self, qs: list[_Q], under) -> None:
+    def _greedy(self, qs: list[_Q], under) -> list[tuple[_Q, _Chain]]:
+        """Each question's greedy chain, not yet scored (the probe's wave decides whether it needs to be)."""
         by_cap: dict[int, list[_Q]] = {}
         for q in qs:
             by_cap.setdefault(self.max_new_tokens([q.prompt], _left(q)), []).append(q)
@@ -214,7 +218,7 @@ class Adaptive(Strategy):
             for q in group:
                 q.length = max(1, q.usage.completion_tokens)
                 q.exhausted = q.exhausted or (not q.chains[0].answer and cap < self.max_tokens)
-        self._score(new)
+        return new
 
     def _wave(self, qs: list[_Q], wanted, tag: int, under) -> None:
         """Up to `wanted(q)` more sampled chains per question, as many as its budget pays for."""
@@ -265,7 +269,8 @@ class Adaptive(Strategy):
 
     def _estimate(self, q: _Q) -> tuple[float, float, float | None]:
         keys = [self.answer_key(c.answer) if c.answer else None for c in q.chains]
-        scores = [c.score for c in q.chains] if self.verifier is not None else None
+        scored = self.verifier is not None and all(c.score is not None for c in q.chains if c.answer)
+        scores = [c.score for c in q.chains] if scored else None  # unscored: agreement alone
         return estimate(keys, scores, self.policy.score_weight)
 
     def _choose(self, q: _Q) -> None:
@@ -357,7 +362,7 @@ class Adaptive(Strategy):
             u.reasoning_tokens = u.completion_tokens
             return Thought("", q.chains[0].reasoning if q.chains else "", u, "length", q.root, q.exhausted)
         keys = [self.answer_key(c.answer) for c in answered]
-        if self.verifier is None:  # a vote: the greedy chain comes first, so it wins ties
+        if self.verifier is None or any(c.score is None for c in answered):  # a vote; greedy comes first, wins ties
             best = answered[pick(keys, [1.0] * len(keys), weighted=True)]
         else:
             best = answered[pick(keys, [c.score for c in answered], self.weighted)]
