@@ -154,6 +154,7 @@ def test_rollouts_use_the_weights_of_the_latest_step(micro_dir):
     ("num_generations: 3\nper_device_train_batch_size: 4\ngradient_accumulation_steps: 1", "num_generations"),
     ("temperature: 0", "temperature"),
     ("epsilon: -0.1", "epsilon"),
+    ("step_error_penalty: -1", "step_error_penalty"),
     ("dynamic_sampling: always", "dynamic_sampling"),
     ("mixture: [{task: countdown, levels: [9]}]", "levels"),
     ("num_iteration: 2", "num_iteration"),

@@ -53,6 +53,26 @@ def test_length_penalty_is_linear_in_tokens_over_the_limit():
     assert s.reward == pytest.approx(1.0 - 0.5 * 64 / 256)
 
 
+COUNTDOWN = get_task("countdown")
+CD_PROBLEM = Problem("countdown", 2, "Using the numbers 2, 6, 7, make 19.", "6*2+7")
+
+
+def test_step_penalty_charges_the_share_of_miscomputed_moves():
+    """The built-in model forces the target with a false move (7*2=19): one of three checkable lines wrong."""
+    forced = _c("7*2=19 [6 19]\nno\n6*2=12 [7 12]\n12+7=19 [19]</think>6*2+7<|end|>")
+    s = score(COUNTDOWN, CD_PROBLEM, CHAT, forced, step_error_penalty=0.6)
+    assert s.correct and s.step_error_rate == pytest.approx(1 / 3)
+    assert s.reward == pytest.approx(1.0 - 0.6 / 3)
+    honest = score(COUNTDOWN, CD_PROBLEM, CHAT, _c("6*2=12 [7 12]\n12+7=19 [19]</think>6*2+7<|end|>"),
+                   step_error_penalty=0.6)
+    assert (honest.reward, honest.step_error_rate) == (1.0, 0.0)
+
+
+def test_step_penalty_is_nothing_where_the_family_checks_no_steps():
+    s = score(ADD, PROBLEM, CHAT, _c("6+0+0=\n=6</think>6<|end|>"), step_error_penalty=5.0)
+    assert (s.reward, s.step_error_rate) == (1.0, None)
+
+
 # -- dynamic sampling -----------------------------------------------------------
 
 def _group(signal: bool, tag: str = "") -> Group:

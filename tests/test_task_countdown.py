@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from ponder import PonderError
 from ponder.tasks import get_task, task_names
 from ponder.tasks.base import Problem
+from ponder.tasks.countdown import Countdown
 
 TASK = get_task("countdown")
 POOL = Counter(list(range(1, 11)) * 2 + [25, 50, 75, 100])
@@ -163,6 +164,22 @@ def test_sample_is_solvable_honest_and_checked(seed, level):
     replay(p)
     if level <= 2:
         assert len(p.reasoning) <= 600
+    checked, wrong = TASK.step_errors(p.reasoning)
+    assert checked >= 1 and wrong == 0, "a reference trace has a false step"
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=seeds, level=levels, trace=st.sampled_from(["honest", "guided"]), delta=st.integers(1, 50))
+def test_step_errors_find_exactly_the_miscomputed_moves(seed, level, trace, delta):
+    """Both traces check clean; a move whose result is changed is the one wrong step."""
+    task = Countdown(trace=trace)
+    p = task.sample(random.Random(seed), level)
+    steps = list(p.steps)
+    assert task.step_errors("\n".join(steps)) == (sum(bool(re.match(r"[\d(]", s)) for s in steps), 0)
+    m = re.match(r"(\d+[-+*/]\d+)=(\d+)", steps[0])
+    steps[0] = f"{m[1]}={int(m[2]) + delta}" + steps[0][m.end():]
+    checked, wrong = task.step_errors("\n".join(steps))
+    assert wrong == 1 and checked >= 1
 
 
 @settings(max_examples=40, deadline=None)

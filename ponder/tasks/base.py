@@ -55,6 +55,13 @@ class Task(ABC):
         got = self.extract(answer_part(text))
         return got is not None and self.normalize(got) == self.normalize(problem.answer)
 
+    def step_errors(self, reasoning: str) -> tuple[int, int]:
+        """(steps the family can check on their own, how many of them are wrong) in a chain of thought.
+
+        A step reward needs no model: a family whose steps are calculations says which ones
+        are false. The default checks nothing: (0, 0)."""
+        return 0, 0
+
     def describe_level(self, level: int) -> str:
         """A short human description of what a level means, for tables."""
         return f"level {level}"

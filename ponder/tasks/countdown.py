@@ -251,6 +251,7 @@ class _Search:
 _EXPR_CHARS = re.compile(r"[0-9+\-*/()]+")
 _TRAILING_EQ = re.compile(r"=(-?\d+)$")
 _QUESTION = re.compile(r"Using the numbers ([\d, ]+), make (\d+)\.")
+_EQUATION = re.compile(r"^([0-9+\-*/() ]*[0-9)])=(-?\d+)")  # a step's leading `expression=value`
 
 
 def _split_answer(text: str) -> tuple[str, int | None] | None:
@@ -371,6 +372,19 @@ class Countdown(Task):
         if Counter(used) - Counter(nums):
             return False
         return value == target
+
+    def step_errors(self, reasoning: str) -> tuple[int, int]:
+        """Each line that starts with `expression=value` (a move, or the final expression) is a
+        calculation: wrong when the expression does not make the value."""
+        checked = wrong = 0
+        for line in reasoning.split("\n"):
+            m = _EQUATION.match(line.strip())
+            if not m:
+                continue
+            res = evaluate(m.group(1).replace(" ", ""))
+            checked += 1
+            wrong += res is None or res[0] != int(m.group(2))
+        return checked, wrong
 
     def describe_level(self, level: int) -> str:
         return f"{level + 1} numbers"

@@ -73,6 +73,7 @@ class GRPOConfig:
     correct_reward: float = 1.0
     format_reward: float = 0.0
     length_penalty: float = 0.0  # reward -= length_penalty * completion tokens / max_completion_length
+    step_error_penalty: float = 0.0  # reward -= this * share of the chain's checkable steps that are wrong
     dynamic_sampling: Literal["off", "skip", "resample"] = "off"  # what to do with zero-signal groups
     max_resample_rounds: int = 2
     curriculum: bool = False
@@ -112,6 +113,7 @@ class GRPOConfig:
                   ("max_resample_rounds", self.max_resample_rounds >= 0), ("warmup_steps", self.warmup_steps >= 0),
                   ("curriculum_threshold", 0 < self.curriculum_threshold <= 1),
                   ("drop_solved_after", self.drop_solved_after >= 0), ("length_penalty", self.length_penalty >= 0),
+                  ("step_error_penalty", self.step_error_penalty >= 0),
                   ("max_time_minutes", self.max_time_minutes is None or self.max_time_minutes > 0),
                   ("vllm_gpu_memory_utilization", 0 < self.vllm_gpu_memory_utilization <= 1)]
         for name, ok in checks:
@@ -175,7 +177,7 @@ def sample_groups(cfg: GRPOConfig, mixture: list[MixtureItem], curriculum: Curri
     for (task, level, problem), prompt, comps in zip(picks, prompts, engine.generate(prompts, params)):
         scores = [score(tasks[task], problem, chat, c, correct_weight=cfg.correct_reward,
                         format_weight=cfg.format_reward, length_penalty=cfg.length_penalty,
-                        max_completion_length=cfg.max_completion_length) for c in comps]
+                        step_error_penalty=cfg.step_error_penalty, max_completion_length=cfg.max_completion_length) for c in comps]
         curriculum.record(task, level, problem.question, [s.correct for s in scores])
         ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         groups.append(Group(task, level, problem, ids, comps, scores))

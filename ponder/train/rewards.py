@@ -8,6 +8,11 @@ unfinished chain of thought earns nothing. A completion cut by the token limit
 format and pays the full length cost, so its reward is 0 without a length penalty
 and never above a finished completion's. Whether it also drops out of the loss is
 the trainer's `mask_truncated_completions`.
+
+The optional step penalty charges the share of the chain's steps that the family
+can check itself and finds false (`task.step_errors`: a countdown move that
+miscomputes). It is still the task's own check, of the steps instead of the answer,
+so it rewards honest work without a learned verifier.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ class Score:
     correct: bool
     formatted: bool
     truncated: bool
+    step_error_rate: float | None = None  # share of checkable steps that are wrong; None: none checkable
 
 
 def well_formed(chat: ChatFormat, text: str, finish_reason: str) -> bool:
@@ -43,14 +49,17 @@ def visible_answer(chat: ChatFormat, text: str) -> str | None:
 
 def score(task: Task, problem: Problem, chat: ChatFormat, completion: Completion, *,
           correct_weight: float = 1.0, format_weight: float = 0.0, length_penalty: float = 0.0,
-          max_completion_length: int = 256) -> Score:
+          step_error_penalty: float = 0.0, max_completion_length: int = 256) -> Score:
     """correct_weight * correct + format_weight * well-formed - length_penalty * tokens / max_completion_length
-    (a truncated completion: -length_penalty)."""
+    - step_error_penalty * wrong steps / checkable steps (a truncated completion: -length_penalty)."""
     if completion.finish_reason == "length":
         return Score(-float(length_penalty), False, False, True)
     answer = visible_answer(chat, completion.text)
     correct = answer is not None and task.check(problem, answer)
     formatted = well_formed(chat, completion.text, completion.finish_reason)
+    checked, wrong = task.step_errors(chat.parse(completion.text).reasoning)
+    error_rate = wrong / checked if checked else None
     reward = (correct_weight * correct + format_weight * formatted
-              - length_penalty * completion.num_tokens / max_completion_length)
-    return Score(float(reward), correct, formatted, False)
+              - length_penalty * completion.num_tokens / max_completion_length
+              - step_error_penalty * (error_rate or 0.0))
+    return Score(float(reward), correct, formatted, False, error_rate)

@@ -135,6 +135,9 @@ def rollout_sums(generated: list, trained: list) -> Counter:
             s["formatted"] += sc.formatted
             s["truncated"] += sc.truncated
             s["length"] += c.num_tokens
+            if sc.step_error_rate is not None:
+                s["step_checked"] += 1
+                s["step_error_rate"] += sc.step_error_rate
             s[f"n/{g.task}-{g.level}"] += 1
             s[f"k/{g.task}-{g.level}"] += sc.correct
         s["zero_signal"] += not g.has_signal
@@ -153,6 +156,8 @@ def rollout_metrics(s: Counter, seconds: float) -> dict[str, float]:
            "zero_signal_frac": s["zero_signal"] / max(1, s["groups_generated"]),
            "groups_generated": s["groups_generated"], "groups_trained": s["groups_trained"],
            "tokens_per_s": s["length"] / max(seconds, 1e-9)}
+    if s["step_checked"]:  # only for families whose steps can be checked
+        rec["step_error_rate"] = s["step_error_rate"] / s["step_checked"]
     for key in sorted(k for k in s if k.startswith("n/")):
         rec[f"train_accuracy/{key[2:]}"] = s["k/" + key[2:]] / s[key]
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in rec.items()}
