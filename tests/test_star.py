@@ -101,6 +101,19 @@ def test_keep_per_question_and_rationalize_off(micro_dir, tmp_path):
     assert not any(k.rationalized for k in kept) and not any(hinted for _, hinted in engine.calls)
 
 
+def test_require_correct_steps_drops_a_right_answer_reached_through_a_miscomputed_move():
+    from ponder.model.chat import ChatFormat
+    from ponder.tasks import Problem
+
+    chat, task = ChatFormat(), get_task("countdown")
+    p = Problem("countdown", 2, "Using the numbers 2, 6, 7, make 19.", "6*2+7")
+    forced = "7*2=19 [6 19]\nno\n6*2=12 [7 12]\n12+7=19 [19]</think>6*2+7<|end|>"
+    honest = "6*2=12 [7 12]\n12+7=19 [19]</think>6*2+7<|end|>"
+    comps = [Completion(t, [1] * 9, "eos", 9) for t in (forced, honest)]
+    assert star.correct_chains(task, p, chat, comps, 2) == [forced, honest]
+    assert star.correct_chains(task, p, chat, comps, 2, require_correct_steps=True) == [honest]
+
+
 def test_the_hint_is_spelled_by_the_builtin_tokenizer():
     for name in ("countdown", "add", "compare"):
         for level in (1, 2):

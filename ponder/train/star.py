@@ -5,7 +5,8 @@ questions with the current weights; keep a chain only when its think block close
 answer after it passes the task's own check. A question with no kept chain is asked again
 with its answer as a hint (rationalization, `hinted`); a hinted chain that reaches the answer
 is kept too, stored with the plain question, so the model learns to produce it unhinted.
-Then fine-tune on the kept chains with the SFT step, and start the next round.
+`require_correct_steps` also asks the task to check the chain's own steps (`Task.step_errors`)
+and drops a right answer reached through a false one. Then fine-tune on the kept chains with the SFT step, and start the next round.
 
 `restart_from_base: true` is the paper's schedule: every round fine-tunes the starting model
 afresh, here on all chains kept so far (rounds draw fresh questions). The default continues
@@ -72,6 +73,7 @@ class STaRConfig:
     top_p: float = 1.0
     max_completion_length: int = 256
     rationalize: bool = True
+    require_correct_steps: bool = False  # keep only chains whose steps pass the task's own step check
     restart_from_base: bool = False
     num_train_epochs: float = 1.0
     max_steps_per_round: int | None = None
@@ -141,12 +143,16 @@ def is_correct(task: Task, problem: Problem, chat: ChatFormat, c: Completion) ->
 
 
 def correct_chains(task: Task, problem: Problem, chat: ChatFormat, completions: list[Completion],
-                   limit: int) -> list[str]:
-    """Up to `limit` distinct training targets (`reasoning</think>answer<end>`) from correct completions."""
+                   limit: int, require_correct_steps: bool = False) -> list[str]:
+    """Up to `limit` distinct training targets (`reasoning</think>answer<end>`) from correct completions.
+    With `require_correct_steps`, a right answer reached through a step the task finds false (a
+    miscomputed countdown move) is not kept: training on it would teach the false step."""
     out: list[str] = []
     for c in completions:
         if len(out) < limit and is_correct(task, problem, chat, c):
             parsed = chat.parse(c.text)
+            if require_correct_steps and task.step_errors(parsed.reasoning)[1]:
+                continue
             target = chat.completion([parsed.reasoning], parsed.answer)
             out += [target] if target not in out else []
     return out
@@ -170,7 +176,7 @@ def sample_round(cfg: STaRConfig, picks: list[tuple[MixtureItem, Problem]], engi
     kept: list[Kept] = []
     failed = []
     for (item, p), comps in zip(picks, groups):
-        chains = correct_chains(item.family, p, chat, comps, cfg.keep_per_question)
+        chains = correct_chains(item.family, p, chat, comps, cfg.keep_per_question, cfg.require_correct_steps)
         s["samples"] += len(comps)
         s["correct_samples"] += sum(is_correct(item.family, p, chat, c) for c in comps)
         s["completion_tokens"] += sum(c.num_tokens for c in comps)
@@ -185,7 +191,7 @@ def sample_round(cfg: STaRConfig, picks: list[tuple[MixtureItem, Problem]], engi
         prompts = [chat.prompt(hinted(p.question, p.answer)) for _, p in hintable]
         hint_params = replace(params, seed=params.seed + 7)
         for (item, p), comps in zip(hintable, engine.generate(prompts, hint_params) if prompts else []):
-            chains = correct_chains(item.family, p, chat, comps, cfg.keep_per_question)
+            chains = correct_chains(item.family, p, chat, comps, cfg.keep_per_question, cfg.require_correct_steps)
             s["completion_tokens"] += sum(c.num_tokens for c in comps)
             s["solved_by_rationalization"] += bool(chains)
             kept += [Kept(p.question, t, True, item.task, p.level) for t in chains]
