@@ -194,9 +194,12 @@ def cmd_train_revise(args) -> None:
 
 
 def cmd_plot(args) -> None:
-    from ponder.plot import plot_run
+    from ponder.plot import plot_compare, plot_run
 
-    for path in plot_run(args.run_dir):
+    if len(args.run_dir) > 1 or args.out:
+        print(plot_compare(args.run_dir, args.out or "compare.png"))
+        return
+    for path in plot_run(args.run_dir[0]):
         print(path)
 
 
@@ -366,8 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
         tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
         tr.set_defaults(func=func)
 
-    pl = sub.add_parser("plot", help="draw a run's metrics to PNG files")
-    pl.add_argument("run_dir")
+    pl = sub.add_parser("plot", help="draw a run's metrics to PNG files; several runs: held-out accuracy "
+                                     "against training minutes in one plot")
+    pl.add_argument("run_dir", nargs="+")
+    pl.add_argument("--out", help="the comparison's PNG file (default compare.png)")
     pl.set_defaults(func=cmd_plot)
 
     sm = sub.add_parser("sample", help="print problems of a task family with their reference reasoning")

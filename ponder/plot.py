@@ -1,5 +1,6 @@
 """Draw a run's metrics.jsonl to PNG: loss, learning rate, throughput, eval accuracy; for RL runs also
-reward, accuracy and completion length on one page."""
+reward, accuracy and completion length on one page. Several runs: their held-out accuracy against
+training time in one plot, so trainers given the same time budget are compared where it matters."""
 
 from __future__ import annotations
 
@@ -61,6 +62,44 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     if {"reward", "accuracy", "completion_length"} <= set(scalar):
         written.append(_rl_summary(run, records, out_dir))
     return written
+
+
+def eval_by_time(records: list[dict]) -> dict[str, tuple[list[float], list[float]]]:
+    """Each held-out key's accuracy against training minutes: the trainer's own `seconds` (sampling and
+    updates, evaluations excluded) as last logged at or before the evaluation."""
+    seconds, curves = 0.0, {}
+    for r in records:
+        seconds = r.get("seconds", seconds)
+        for k, v in r.items():
+            if k.startswith("eval/") and isinstance(v, (int, float)):
+                xs, ys = curves.setdefault(k[5:], ([], []))
+                xs.append(seconds / 60)
+                ys.append(v)
+    return curves
+
+
+def plot_compare(run_dirs: list[str | Path], out: str | Path) -> Path:
+    """Held-out accuracy of several runs against training minutes, one line per run and eval key."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for run in map(Path, run_dirs):
+        path = run / "metrics.jsonl"
+        if not path.exists():
+            raise PonderError(f"no metrics.jsonl in {run}: is it a run directory?")
+        curves = eval_by_time(read_metrics(path))
+        if not curves:
+            raise PonderError(f"{path} has no held-out evaluations (eval/...) to compare")
+        for key, (xs, ys) in sorted(curves.items()):
+            ax.plot(xs, ys, marker=".", label=run.name if len(curves) == 1 else f"{run.name} {key}")
+    ax.set_xlabel("training minutes (sampling and updates)")
+    ax.set_ylabel("held-out accuracy (greedy)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, Path(out))
 
 
 def _rl_summary(run: Path, records: list[dict], out_dir: Path) -> Path:
