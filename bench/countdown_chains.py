@@ -15,10 +15,7 @@ import re
 
 import torch
 
-from ponder.engine.base import SamplingParams
-from ponder.engine.local import LocalEngine
-from ponder.evaluate import heldout_problems
-from ponder.model.loading import load_model
+from ponder.evaluate import greedy_chains
 from ponder.tasks import get_task
 
 MOVE = re.compile(r"^\d+[-+*/]\d+=\d+ \[")  # a move: two numbers combined, then the new state
@@ -26,13 +23,9 @@ MOVE = re.compile(r"^\d+[-+*/]\d+=\d+ \[")  # a move: two numbers combined, then
 
 def profile(model_path: str, level: int, n: int, max_tokens: int) -> dict[str, float]:
     task = get_task("countdown")
-    problems = heldout_problems("countdown", level, n, 0)
-    model, tok, chat = load_model(model_path)
-    model.eval()
-    outs = LocalEngine(model, tok).generate([chat.prompt(p.question) for p in problems],
-                                            SamplingParams(n=1, temperature=0.0, max_tokens=max_tokens))
+    problems, chat, outs = greedy_chains(model_path, "countdown", level, n, max_tokens)
     correct = tokens = moves = backs = checked = wrong = 0
-    for p, (c,) in zip(problems, outs):
+    for p, c in zip(problems, outs):
         parsed = chat.parse(c.text)
         lines = [line.strip() for line in parsed.reasoning.split("\n")]
         correct += task.check(p, parsed.answer)

@@ -15,22 +15,15 @@ import re
 
 import torch
 
-from ponder.engine.base import SamplingParams
-from ponder.engine.local import LocalEngine
-from ponder.evaluate import heldout_problems
-from ponder.model.loading import load_model
+from ponder.evaluate import greedy_chains
 from ponder.tasks import get_task
 
 
 def profile(model_path: str, level: int, n: int, max_tokens: int) -> dict[str, dict[str, float]]:
     task = get_task("isq")
-    problems = heldout_problems("isq", level, n, 0)
-    model, tok, chat = load_model(model_path)
-    model.eval()
-    outs = LocalEngine(model, tok).generate([chat.prompt(p.question) for p in problems],
-                                            SamplingParams(n=1, temperature=0.0, max_tokens=max_tokens))
+    problems, chat, outs = greedy_chains(model_path, "isq", level, n, max_tokens)
     rows: dict[str, list[tuple[bool, int, int]]] = {}
-    for p, (c,) in zip(problems, outs):
+    for p, c in zip(problems, outs):
         modulus = re.search(r"mod (\d+)", p.question).group(1)
         k = int(re.search(r"\^\(2\^(\d+)\)", p.question).group(1))
         parsed = chat.parse(c.text)

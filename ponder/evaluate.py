@@ -47,6 +47,21 @@ class EvalResult:
                 "seconds": round(self.seconds, 2)}
 
 
+def greedy_chains(model_path: str, task_name: str, level: int, n: int, max_tokens: int):
+    """(problems, chat format, one greedy completion each) on the held-out problems the trainers evaluate
+    on: what a script needs to look inside a model's chains, not only at its accuracy."""
+    from ponder.engine.base import SamplingParams
+    from ponder.engine.local import LocalEngine
+    from ponder.model.loading import load_model
+
+    problems = heldout_problems(task_name, level, n, 0)
+    model, tok, chat = load_model(model_path)
+    model.eval()
+    outs = LocalEngine(model, tok).generate([chat.prompt(p.question) for p in problems],
+                                            SamplingParams(n=1, temperature=0.0, max_tokens=max_tokens))
+    return problems, chat, [group[0] for group in outs]
+
+
 def evaluate(strategy: Strategy, task_name: str, level: int, problems: list[Problem],
              chunk: int = 256) -> EvalResult:
     task = get_task(task_name)
