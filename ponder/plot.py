@@ -15,6 +15,16 @@ def _series(records: list[dict], key: str) -> tuple[list[float], list[float]]:
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
+def _run_records(run: Path) -> list[dict]:
+    path = run / "metrics.jsonl"
+    if not path.exists():
+        raise PonderError(f"no metrics.jsonl in {run}: is it a run directory?")
+    records = read_metrics(path)
+    if not records:
+        raise PonderError(f"{path} has no metrics yet")
+    return records
+
+
 def plot_run(run_dir: str | Path) -> list[Path]:
     import matplotlib
 
@@ -22,12 +32,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     run = Path(run_dir)
-    path = run / "metrics.jsonl"
-    if not path.exists():
-        raise PonderError(f"no metrics.jsonl in {run}: is it a run directory?")
-    records = read_metrics(path)
-    if not records:
-        raise PonderError(f"{path} has no metrics yet")
+    records = _run_records(run)
     keys = sorted({k for r in records for k, v in r.items() if k != "step" and isinstance(v, (int, float))})
     scalar = [k for k in keys if "/" not in k]
     grouped: dict[str, list[str]] = {}
@@ -87,12 +92,9 @@ def plot_compare(run_dirs: list[str | Path], out: str | Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for run in map(Path, run_dirs):
-        path = run / "metrics.jsonl"
-        if not path.exists():
-            raise PonderError(f"no metrics.jsonl in {run}: is it a run directory?")
-        curves = eval_by_time(read_metrics(path))
+        curves = eval_by_time(_run_records(run))
         if not curves:
-            raise PonderError(f"{path} has no held-out evaluations (eval/...) to compare")
+            raise PonderError(f"{run / 'metrics.jsonl'} has no held-out evaluations (eval/...) to compare")
         for key, (xs, ys) in sorted(curves.items()):
             ax.plot(xs, ys, marker=".", label=run.name if len(curves) == 1 else f"{run.name} {key}")
     ax.set_xlabel("training minutes (sampling and updates)")

@@ -177,7 +177,8 @@ def sample_groups(cfg: GRPOConfig, mixture: list[MixtureItem], curriculum: Curri
     for (task, level, problem), prompt, comps in zip(picks, prompts, engine.generate(prompts, params)):
         scores = [score(tasks[task], problem, chat, c, correct_weight=cfg.correct_reward,
                         format_weight=cfg.format_reward, length_penalty=cfg.length_penalty,
-                        step_error_penalty=cfg.step_error_penalty, max_completion_length=cfg.max_completion_length) for c in comps]
+                        step_error_penalty=cfg.step_error_penalty,
+                        max_completion_length=cfg.max_completion_length) for c in comps]
         curriculum.record(task, level, problem.question, [s.correct for s in scores])
         ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         groups.append(Group(task, level, problem, ids, comps, scores))

@@ -6,7 +6,8 @@ answer after it passes the task's own check. A question with no kept chain is as
 with its answer as a hint (rationalization, `hinted`); a hinted chain that reaches the answer
 is kept too, stored with the plain question, so the model learns to produce it unhinted.
 `require_correct_steps` also asks the task to check the chain's own steps (`Task.step_errors`)
-and drops a right answer reached through a false one. Then fine-tune on the kept chains with the SFT step, and start the next round.
+and drops a right answer reached through a false one. Then fine-tune on the kept chains with
+the SFT step, and start the next round.
 
 `restart_from_base: true` is the paper's schedule: every round fine-tunes the starting model
 afresh, here on all chains kept so far (rounds draw fresh questions). The default continues
