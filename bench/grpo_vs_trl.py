@@ -138,7 +138,8 @@ def run_trl(cfg: GRPOConfig, out: Path, minutes: float, evals: int) -> dict:
     args = TRLConfig(
         output_dir=str(out), num_generations=cfg.num_generations,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps, max_completion_length=cfg.max_completion_length,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, steps_per_generation=cfg.steps_per_generation,
+        max_completion_length=cfg.max_completion_length,
         temperature=cfg.temperature, top_p=cfg.top_p, top_k=0, num_iterations=cfg.num_iterations, beta=cfg.beta,
         epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, scale_rewards=cfg.scale_rewards, loss_type=cfg.loss_type,
         mask_truncated_completions=cfg.mask_truncated_completions, learning_rate=cfg.learning_rate,

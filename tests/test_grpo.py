@@ -14,7 +14,8 @@ from ponder.engine.base import Completion, SamplingParams
 from ponder.engine.local import LocalEngine
 from ponder.model.loading import load_model
 from ponder.tasks import Problem
-from ponder.train.grpo import GRPOConfig, Group, micro_batches, optimizer_step, train_grpo
+from ponder.train.grpo import GRPOConfig, Group, micro_batches, optimizer_step, split_generation, train_grpo
+from ponder.train.rl_loss import group_advantages
 from ponder.train.rewards import Score
 from ponder.train.shared_prompt import PromptSharingLM, build_batch, completion_logprobs
 
@@ -94,6 +95,39 @@ def _group(tok, chat, texts: list[str], rewards: list[float], finish: str = "eos
     return Group("add", 1, Problem("add", 1, "What is 6 + 0?", "6"), prompt_ids, comps, scores)
 
 
+def test_a_generated_batch_is_cut_into_steps_of_whole_groups_with_the_batch_advantages(micro_dir):
+    _, tok, chat = load_model(micro_dir)
+    cfg = GRPOConfig(num_generations=2, per_device_train_batch_size=2, gradient_accumulation_steps=1,
+                     steps_per_generation=3, scale_rewards="batch")
+    rewards = [[1.0, 0.0], [0.5, 0.0], [1.0, 0.9]]
+    groups = [_group(tok, chat, ["6", "7"], r) for r in rewards]
+    whole = group_advantages(torch.tensor(sum(rewards, [])), 2, "batch")[0]
+    parts = split_generation(cfg, groups, step=0)
+    assert [len(p) for p, _ in parts] == [1, 1, 1]
+    assert sorted(id(g) for p, _ in parts for g in p) == sorted(id(g) for g in groups)
+    for (part,), adv in parts:  # each step's advantages are its rows' share of the whole batch's
+        i = groups.index(part)
+        torch.testing.assert_close(adv, whole[2 * i : 2 * i + 2])
+    assert split_generation(cfg, groups, step=0)[0][0] == parts[0][0]  # a resumed run cuts the same way
+
+
+def test_steps_per_generation_takes_several_steps_on_one_batch_against_the_sampling_policy(tmp_path, micro_dir,
+                                                                                           monkeypatch):
+    real, counts = grpo.sample_groups, []
+
+    def counting(cfg, mixture, curriculum, engine, chat, tokenizer, step, round_, count, rank=0):
+        counts.append((step, count))
+        return real(cfg, mixture, curriculum, engine, chat, tokenizer, step, round_, count, rank)
+    monkeypatch.setattr(grpo, "sample_groups", counting)
+    train_grpo(GRPOConfig(**tiny(tmp_path / "run", micro_dir, steps_per_generation=4, learning_rate=3e-2)))
+    records = _records(tmp_path / "run")
+    assert counts == [(0, 4), (2, 4)]  # 2 batches of 4 prompts (2 steps of 2 prompts each) for 4 steps
+    assert records[0]["completion_length"] == records[1]["completion_length"] != records[2]["completion_length"]
+    # the second step of a batch is scored against the weights that sampled it, which the first step moved
+    assert records[1]["clip_ratio"] > 0 and records[3]["clip_ratio"] > 0
+    assert records[0]["clip_ratio"] == 0 and records[2]["clip_ratio"] == 0
+
+
 @pytest.mark.parametrize("masked", [True, False])
 def test_truncated_completions_are_masked_out_of_the_loss_when_configured(micro_dir, masked):
     _, tok, chat = load_model(micro_dir)
@@ -123,7 +157,7 @@ def test_a_positive_advantage_completion_becomes_more_likely(micro_dir):
 
     before = seq_logp()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    optimizer_step(PromptSharingLM(model), opt, [mb], cfg, n, first=True, accumulation=micro)
+    optimizer_step(PromptSharingLM(model), opt, [mb], cfg, n, accumulation=micro)
     after = seq_logp()
     assert after[good] > before[good] and after[~good] < before[~good]
 
@@ -158,6 +192,7 @@ def test_rollouts_use_the_weights_of_the_latest_step(micro_dir):
     ("dynamic_sampling: always", "dynamic_sampling"),
     ("mixture: [{task: countdown, levels: [9]}]", "levels"),
     ("num_iteration: 2", "num_iteration"),
+    ("gradient_accumulation_steps: 2\nsteps_per_generation: 3", "steps_per_generation"),
     ("mixture: [{task: isq, levels: [1], options: {modulus: 59}}]", "options"),
 ])
 def test_bad_config_is_refused_naming_the_field(tmp_path, text, field):

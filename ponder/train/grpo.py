@@ -3,8 +3,10 @@
 A step: sample `num_generations` completions for each of a batch of prompts with the
 current weights (the local engine re-fuses its decode weights whenever a step changed
 them), score each with the task's own check, turn rewards into group-relative
-advantages, then take `num_iterations` optimizer steps on that batch with the clipped
-ratio to the sampling policy. The objective itself is in `ponder.train.rl_loss`.
+advantages, then take optimizer steps on that batch with the clipped ratio to the sampling
+policy: `steps_per_generation / gradient_accumulation_steps` steps, each on its share of the
+groups, repeated `num_iterations` times. The objective itself is in `ponder.train.rl_loss`,
+the config in `ponder.train.grpo_config`.
 """
 
 from __future__ import annotations
@@ -12,13 +14,11 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 
-from ponder import PonderError
 from ponder.engine.base import Completion, Engine, SamplingParams
 from ponder.model.chat import ChatFormat
 from ponder.model.loading import load_model
@@ -27,116 +27,14 @@ from ponder.train.checkpoint import load_trainer_state, save_checkpoint, save_mo
 from ponder.train.curriculum import Curriculum
 from ponder.train.data import MixtureItem, parse_mixture, sample_problem
 from ponder.train.distributed import main_bar, no_sync, wrap, zero_backward
+from ponder.train.grpo_config import GRPOConfig
 from ponder.train.rewards import Score, score
 from ponder.train.rl_loss import group_advantages, policy_loss
-from ponder.train.rollouts import (RankCurriculum, check_engine, eval_accuracy, loss_metrics, make_engine, open_log,
-                                  rollout_metrics, rollout_sums, start_run)
+from ponder.train.rollouts import (RankCurriculum, eval_accuracy, loss_metrics, make_engine, open_log, rollout_metrics,
+                                  rollout_sums, start_run)
 from ponder.train.shared_prompt import (PromptSharingLM, build_batch, completion_logprobs, split_by_padding,
                                         zero_inputs)
 from ponder.train.sft import lr_at
-
-
-@dataclass
-class GRPOConfig:
-    """TRL-compatible names and semantics where the concept is the same. A step is one optimizer
-    step over per_device_train_batch_size * gradient_accumulation_steps completions, i.e. that
-    number / num_generations prompts; a batch is generated once and used for num_iterations steps.
-    Under torchrun every rank generates that many prompts: the global batch is world_size times it."""
-
-    output_dir: str = "runs/grpo"
-    model: str = "built-in"  # `built-in` or a model directory (e.g. an SFT run's model/)
-    mixture: list[dict] = field(default_factory=lambda: [{"task": "countdown", "levels": [1, 2]}])
-    engine: Literal["local", "vllm"] = "local"  # what samples the rollouts (vllm: an optional extra)
-    vllm_gpu_memory_utilization: float = 0.3  # engine vllm: its share of the GPU, beside the trainer
-    num_generations: int = 8
-    per_device_train_batch_size: int = 16  # completions per micro-batch
-    gradient_accumulation_steps: int = 4
-    max_completion_length: int = 256
-    temperature: float = 1.0
-    top_p: float = 1.0
-    num_iterations: int = 1
-    beta: float = 0.0  # KL to the starting model; 0 loads no reference model
-    epsilon: float = 0.2
-    epsilon_high: float | None = None  # defaults to epsilon
-    scale_rewards: Literal["group", "batch", "none"] = "group"
-    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = "dapo"
-    mask_truncated_completions: bool = False  # truncated completions score 0 either way
-    learning_rate: float = 5e-5
-    lr_scheduler_type: Literal["cosine", "linear", "constant"] = "constant"
-    warmup_steps: int = 0
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.0
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    max_grad_norm: float = 1.0
-    bf16: bool = True
-    correct_reward: float = 1.0
-    format_reward: float = 0.0
-    length_penalty: float = 0.0  # reward -= length_penalty * completion tokens / max_completion_length
-    step_error_penalty: float = 0.0  # reward -= this * share of the chain's checkable steps that are wrong
-    dynamic_sampling: Literal["off", "skip", "resample"] = "off"  # what to do with zero-signal groups
-    max_resample_rounds: int = 2
-    curriculum: bool = False
-    curriculum_threshold: float = 0.8
-    curriculum_window: int = 64
-    drop_solved_after: int = 0  # skip a question after this many samples all right or all wrong; 0: never
-    max_steps: int = 200
-    max_time_minutes: float | None = None
-    logging_steps: int = 1
-    save_steps: int = 50
-    save_total_limit: int = 2
-    eval_steps: int = 0
-    eval_samples: int = 32
-    eval_mixture: list[dict] | None = None  # default: the training mixture
-    eval_max_tokens: int = 768
-    seed: int = 0
-    torch_threads: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("num_generations", "per_device_train_batch_size", "gradient_accumulation_steps",
-                     "max_completion_length", "num_iterations", "max_steps", "logging_steps", "save_steps",
-                     "curriculum_window", "eval_samples", "eval_max_tokens"):
-            if getattr(self, name) < 1:
-                raise PonderError(f"config field {name!r} must be >= 1, got {getattr(self, name)}")
-        if self.num_generations < 2:
-            raise PonderError(f"config field 'num_generations' must be >= 2 (GRPO compares completions "
-                              f"of a prompt), got {self.num_generations}")
-        batch = self.per_device_train_batch_size * self.gradient_accumulation_steps
-        if batch % self.num_generations:
-            raise PonderError(f"config field 'num_generations' ({self.num_generations}) must divide the step's "
-                              f"completions, per_device_train_batch_size * gradient_accumulation_steps = {batch}")
-        if self.epsilon_high is None:
-            self.epsilon_high = self.epsilon
-        checks = [("temperature", self.temperature > 0), ("top_p", 0 < self.top_p <= 1),
-                  ("learning_rate", self.learning_rate > 0), ("beta", self.beta >= 0),
-                  ("epsilon", self.epsilon > 0), ("epsilon_high", self.epsilon_high > 0),
-                  ("max_resample_rounds", self.max_resample_rounds >= 0), ("warmup_steps", self.warmup_steps >= 0),
-                  ("curriculum_threshold", 0 < self.curriculum_threshold <= 1),
-                  ("drop_solved_after", self.drop_solved_after >= 0), ("length_penalty", self.length_penalty >= 0),
-                  ("step_error_penalty", self.step_error_penalty >= 0),
-                  ("max_time_minutes", self.max_time_minutes is None or self.max_time_minutes > 0),
-                  ("vllm_gpu_memory_utilization", 0 < self.vllm_gpu_memory_utilization <= 1)]
-        for name, ok in checks:
-            if not ok:
-                raise PonderError(f"config field {name!r} has a bad value: {getattr(self, name)!r}")
-        for name, choices in (("scale_rewards", ("group", "batch", "none")),
-                              ("loss_type", ("grpo", "bnpo", "dr_grpo", "dapo")),
-                              ("dynamic_sampling", ("off", "skip", "resample")),
-                              ("lr_scheduler_type", ("cosine", "linear", "constant"))):
-            if getattr(self, name) not in choices:
-                raise PonderError(f"config field {name!r} must be one of {', '.join(choices)}, "
-                                  f"got {getattr(self, name)!r}")
-        for i, item in enumerate(parse_mixture(self.mixture)):
-            if getattr(item, "length", None) is not None or getattr(item, "options", None):
-                raise PonderError(f"mixture entry {i}: GRPO samples by level and the default family; "
-                                  f"'length' and 'options' are not supported here yet")
-        if self.eval_mixture is not None:
-            parse_mixture(self.eval_mixture)
-        check_engine(self.engine)
-
-    @property
-    def prompts_per_step(self) -> int:
-        return self.per_device_train_batch_size * self.gradient_accumulation_steps // self.num_generations
 
 
 @dataclass
@@ -188,7 +86,7 @@ def sample_groups(cfg: GRPOConfig, mixture: list[MixtureItem], curriculum: Curri
 def rollout(cfg: GRPOConfig, sample, step: int) -> tuple[list[Group], list[Group]]:
     """(groups to train on, every group generated). Dynamic sampling drops zero-signal groups
     ("skip") or replaces them with fresh prompts for up to max_resample_rounds rounds ("resample")."""
-    P = cfg.prompts_per_step
+    P = cfg.prompts_per_step * cfg.steps_per_batch
     generated = sample(step, 0, P)
     if cfg.dynamic_sampling == "off":
         return generated, generated
@@ -205,7 +103,25 @@ def rollout(cfg: GRPOConfig, sample, step: int) -> tuple[list[Group], list[Group
     return keep, generated
 
 
-def micro_batches(cfg: GRPOConfig, groups: list[Group], pad_id: int, device) -> tuple[list[dict], int, int]:
+def split_generation(cfg: GRPOConfig, groups: list[Group], step: int) -> list[tuple[list[Group], torch.Tensor]]:
+    """The generated batch cut into `steps_per_batch` optimizer steps of whole groups, in an order
+    fixed by seed and step, each with its rows' advantages (scaled over the whole batch)."""
+    if cfg.steps_per_batch == 1:
+        return [(groups, advantages(cfg, groups))]
+    groups = groups[:]
+    random.Random(f"grpo-split/{cfg.seed}/{step}").shuffle(groups)
+    adv, G = advantages(cfg, groups), cfg.num_generations
+    cuts = [round(k * len(groups) / cfg.steps_per_batch) for k in range(cfg.steps_per_batch + 1)]
+    return [(groups[a:b], adv[a * G : b * G]) for a, b in zip(cuts, cuts[1:])]
+
+
+def advantages(cfg: GRPOConfig, groups: list[Group]) -> torch.Tensor:
+    rewards = torch.tensor([s.reward for g in groups for s in g.scores])
+    return group_advantages(rewards, cfg.num_generations, cfg.scale_rewards)[0] if groups else rewards
+
+
+def micro_batches(cfg: GRPOConfig, groups: list[Group], pad_id: int, device,
+                  adv: torch.Tensor | None = None) -> tuple[list[dict], int, int]:
     """The step's completions as pieces to score: (pieces, completion tokens, micro-batches).
 
     Rows sorted by length are cut into micro-batches of per_device_train_batch_size, the unit
@@ -215,11 +131,11 @@ def micro_batches(cfg: GRPOConfig, groups: list[Group], pad_id: int, device) -> 
     add up to the micro-batch's loss. With beta 0, rows whose advantage is 0 (a group of equal
     rewards) have no gradient and are left out; they still count in every normaliser (the logged
     entropy is then over the rows scored, and a step with no row to score takes no optimizer
-    step). The token count is the DAPO normaliser (counted before truncated completions are masked)."""
+    step). The token count is the DAPO normaliser (counted before truncated completions are masked).
+    `adv`: the rows' advantages, when scaled over more groups than these (`split_generation`)."""
     if not groups:
         return [], 0, 0
-    rewards = torch.tensor([s.reward for g in groups for s in g.scores])
-    adv, _ = group_advantages(rewards, cfg.num_generations, cfg.scale_rewards)
+    adv = advantages(cfg, groups) if adv is None else adv
     rows = [(gi, c.token_ids, not (cfg.mask_truncated_completions and s.truncated))
             for gi, g in enumerate(groups) for c, s in zip(g.completions, g.scores)]
     order = sorted(range(len(rows)), key=lambda i: len(rows[i][1]))
@@ -239,10 +155,11 @@ def micro_batches(cfg: GRPOConfig, groups: list[Group], pad_id: int, device) -> 
     return pieces, num_items, len(micro)
 
 
-def optimizer_step(model, opt, batches: list[dict], cfg: GRPOConfig, num_items: float, first: bool,
+def optimizer_step(model, opt, batches: list[dict], cfg: GRPOConfig, num_items: float,
                    accumulation: float, passes: int = 0) -> tuple[float, float, Counter]:
     """One optimizer step over the step's pieces (`micro_batches`): (loss, grad norm, sums for logging).
-    `accumulation` is the number of micro-batches, which the pieces were cut from.
+    `accumulation` is the number of micro-batches, which the pieces were cut from. A piece without
+    `old` log-probabilities is scored before any step on its batch: these are the sampling policy's.
 
     Under DDP every rank runs `passes` backward passes (the most pieces any rank has; a rank
     with fewer adds zero-loss ones) and gradients are all-reduced on the last; `num_items`
@@ -257,8 +174,8 @@ def optimizer_step(model, opt, batches: list[dict], cfg: GRPOConfig, num_items: 
                 continue
             mb = batches[i]
             logp, entropy = completion_logprobs(model, mb, cfg.temperature, cfg.bf16)
-            if first:
-                mb["old"] = logp.detach()  # no step yet on this batch: these are the sampling policy's
+            if "old" not in mb:
+                mb["old"] = logp.detach()
             loss, s = policy_loss(logp, mb["old"], mb.get("ref"), mb["adv"], mb["mask"], beta=cfg.beta,
                                   epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type,
                                   max_completion_length=cfg.max_completion_length, num_items=num_items,
@@ -273,6 +190,23 @@ def optimizer_step(model, opt, batches: list[dict], cfg: GRPOConfig, num_items: 
         opt.step()
         opt.zero_grad(set_to_none=True)
     return loss_total, grad_norm, sums
+
+
+def prepare_step(cfg: GRPOConfig, groups: list[Group], adv: torch.Tensor, d, pad_id: int, device, ref,
+                 policy=None) -> tuple[list[dict], float, float, int]:
+    """One optimizer step's pieces and normalisers over all ranks: (pieces, num_items, accumulation,
+    passes), the pieces carrying the reference model's log-probabilities and, given `policy`, the
+    sampling policy's (a step cut from the batch after the first one, scored before any update)."""
+    batches, num_items, micro = micro_batches(cfg, groups, pad_id, device, adv)
+    counts = d.gather((len(batches), micro, num_items))  # every rank's share of the step, for the normalisers
+    passes, accumulation = max(c[0] for c in counts), sum(c[1] for c in counts) / d.world_size
+    with torch.no_grad():
+        for mb in batches:
+            if ref is not None:
+                mb["ref"] = completion_logprobs(ref, mb, cfg.temperature, cfg.bf16, entropy=False)[0]
+            if policy is not None:
+                mb["old"] = completion_logprobs(policy, mb, cfg.temperature, cfg.bf16, entropy=False)[0]
+    return batches, sum(c[2] for c in counts) / d.world_size, accumulation, passes
 
 
 def load_reference(path: str, device):
@@ -299,9 +233,10 @@ def train_grpo(cfg: GRPOConfig, resume: bool = False, config_text: str | None = 
         curriculum.load_state_dict(state.get("curriculum", {}))
     if d.enabled:
         curriculum = RankCurriculum(curriculum, d)
-    trainee = wrap(PromptSharingLM(model), d)  # DDP over the same parameters; the engine samples from the bare model
+    policy = PromptSharingLM(model)
+    trainee = wrap(policy, d)  # DDP over the same parameters; the engine samples from the bare model
     engine = make_engine(cfg.engine, model, tokenizer,
-                         max_batch=min(256, cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps),
+                         max_batch=min(256, cfg.per_device_train_batch_size * cfg.steps_per_generation),
                          gpu_memory_utilization=cfg.vllm_gpu_memory_utilization)
     pad_id = tokenizer.pad_token_id or 0
 
@@ -329,22 +264,16 @@ def train_grpo(cfg: GRPOConfig, resume: bool = False, config_text: str | None = 
         groups, generated = rollout(cfg, sample, step)  # generate with the current weights, score
         if d.enabled:
             curriculum.sync()
-        batches, num_items, micro = micro_batches(cfg, groups, pad_id, device)
-        counts = d.gather((len(batches), micro, num_items))  # every rank's share of the step, for the normalisers
-        passes, accumulation = max(c[0] for c in counts), sum(c[1] for c in counts) / d.world_size
-        num_items = sum(c[2] for c in counts) / d.world_size
-        if ref is not None:
-            with torch.no_grad():
-                for mb in batches:
-                    mb["ref"] = completion_logprobs(ref, mb, cfg.temperature, cfg.bf16, entropy=False)[0]
+        steps = [prepare_step(cfg, part, adv, d, pad_id, device, ref, policy if k else None)
+                 for k, (part, adv) in enumerate(split_generation(cfg, groups, step))]
         gen_seconds, start_step = time.perf_counter() - t0, step
-        for it in range(cfg.num_iterations):
+        for it, (batches, num_items, accumulation, passes) in enumerate(steps * cfg.num_iterations):
             if step >= cfg.max_steps:
                 break
             lr = lr_at(cfg, step, cfg.max_steps)
             for g in opt.param_groups:
                 g["lr"] = lr
-            loss_total, grad_norm, sums = optimizer_step(trainee, opt, batches, cfg, num_items, first=it == 0,
+            loss_total, grad_norm, sums = optimizer_step(trainee, opt, batches, cfg, num_items,
                                                          accumulation=accumulation, passes=passes)
             step += 1
             bar.update(1)
