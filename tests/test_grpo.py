@@ -14,7 +14,7 @@ from ponder.engine.base import Completion, SamplingParams
 from ponder.engine.local import LocalEngine
 from ponder.model.loading import load_model
 from ponder.tasks import Problem
-from ponder.train.grpo import GRPOConfig, Group, micro_batches, optimizer_step, split_generation, train_grpo
+from ponder.train.grpo import GRPOConfig, Group, advantages, micro_batches, optimizer_step, split_generation, train_grpo
 from ponder.train.rl_loss import group_advantages
 from ponder.train.rewards import Score
 from ponder.train.shared_prompt import PromptSharingLM, build_batch, completion_logprobs
@@ -111,6 +111,18 @@ def test_a_generated_batch_is_cut_into_steps_of_whole_groups_with_the_batch_adva
     assert split_generation(cfg, groups, step=0)[0][0] == parts[0][0]  # a resumed run cuts the same way
 
 
+@pytest.mark.parametrize("weight, expected", [(1.0, [0.75, -0.25, -0.25, -0.25]), (0.2, [0.75, -0.05, -0.05, -0.05]),
+                                               (0.0, [0.75, 0.0, 0.0, 0.0])])
+def test_negative_advantages_are_scaled_by_their_weight(micro_dir, weight, expected):
+    _, tok, chat = load_model(micro_dir)
+    cfg = GRPOConfig(num_generations=4, per_device_train_batch_size=4, gradient_accumulation_steps=1,
+                     scale_rewards="none", negative_advantage_weight=weight)
+    group = _group(tok, chat, ["6", "7", "8", "9"], [1.0, 0.0, 0.0, 0.0])
+    torch.testing.assert_close(advantages(cfg, [group]), torch.tensor(expected))
+    pieces, _, _ = micro_batches(cfg, [group], 0, "cpu")
+    assert sum(len(p["adv"]) for p in pieces) == (1 if weight == 0 else 4)  # at 0 the wrong ones cost no pass
+
+
 def test_steps_per_generation_takes_several_steps_on_one_batch_against_the_sampling_policy(tmp_path, micro_dir,
                                                                                            monkeypatch):
     real, counts = grpo.sample_groups, []
@@ -193,6 +205,7 @@ def test_rollouts_use_the_weights_of_the_latest_step(micro_dir):
     ("mixture: [{task: countdown, levels: [9]}]", "levels"),
     ("num_iteration: 2", "num_iteration"),
     ("gradient_accumulation_steps: 2\nsteps_per_generation: 3", "steps_per_generation"),
+    ("negative_advantage_weight: -0.5", "negative_advantage_weight"),
     ("mixture: [{task: isq, levels: [1], options: {modulus: 59}}]", "options"),
 ])
 def test_bad_config_is_refused_naming_the_field(tmp_path, text, field):

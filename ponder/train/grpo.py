@@ -117,7 +117,10 @@ def split_generation(cfg: GRPOConfig, groups: list[Group], step: int) -> list[tu
 
 def advantages(cfg: GRPOConfig, groups: list[Group]) -> torch.Tensor:
     rewards = torch.tensor([s.reward for g in groups for s in g.scores])
-    return group_advantages(rewards, cfg.num_generations, cfg.scale_rewards)[0] if groups else rewards
+    if not groups:
+        return rewards
+    adv = group_advantages(rewards, cfg.num_generations, cfg.scale_rewards)[0]
+    return torch.where(adv < 0, adv * cfg.negative_advantage_weight, adv)
 
 
 def micro_batches(cfg: GRPOConfig, groups: list[Group], pad_id: int, device,

@@ -37,6 +37,10 @@ class GRPOConfig:
     epsilon: float = 0.2
     epsilon_high: float | None = None  # defaults to epsilon
     scale_rewards: Literal["group", "batch", "none"] = "group"
+    # scales advantages below zero: 1 is GRPO; 0 learns only from completions better than their group
+    # (rejection-sampling fine-tuning weighted by advantage), which keeps the wrong chains' shared
+    # tokens from being pushed down with them
+    negative_advantage_weight: float = 1.0
     loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = "dapo"
     mask_truncated_completions: bool = False  # truncated completions score 0 either way
     learning_rate: float = 5e-5
@@ -93,6 +97,7 @@ class GRPOConfig:
                               f"got {self.steps_per_generation}")
         checks = [("temperature", self.temperature > 0), ("top_p", 0 < self.top_p <= 1),
                   ("learning_rate", self.learning_rate > 0), ("beta", self.beta >= 0),
+                  ("negative_advantage_weight", self.negative_advantage_weight >= 0),
                   ("epsilon", self.epsilon > 0), ("epsilon_high", self.epsilon_high > 0),
                   ("max_resample_rounds", self.max_resample_rounds >= 0), ("warmup_steps", self.warmup_steps >= 0),
                   ("curriculum_threshold", 0 < self.curriculum_threshold <= 1),
