@@ -28,6 +28,7 @@ from ponder.train.curriculum import Curriculum
 from ponder.train.data import MixtureItem, parse_mixture, sample_problem
 from ponder.train.distributed import main_bar, no_sync, wrap, zero_backward
 from ponder.train.grpo_config import GRPOConfig
+from ponder.train.metrics import fit_to_time_budget
 from ponder.train.rewards import Score, score
 from ponder.train.rl_loss import group_advantages, policy_loss
 from ponder.train.rollouts import (RankCurriculum, eval_accuracy, loss_metrics, make_engine, open_log, rollout_metrics,
@@ -286,6 +287,7 @@ def train_grpo(cfg: GRPOConfig, resume: bool = False, config_text: str | None = 
             sums = sum((Counter(p[1]) for p in parts), Counter())
             seconds += step_seconds
             t0 = time.perf_counter()
+            fit_to_time_budget(bar, step, seconds, cfg.max_time_minutes)
             if it == 0:  # this step's wall time includes generating the batch
                 rollout_counts = sum((Counter(p[2]) for p in parts), Counter())
                 stats = rollout_metrics(rollout_counts, step_seconds)

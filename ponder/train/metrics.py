@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -53,3 +54,15 @@ def progress(total: int, initial: int, desc: str) -> tqdm:
     """A step bar with rate and ETA; quiet when stderr is not a terminal and CI is set."""
     return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True,
                 file=sys.stderr, mininterval=1.0, smoothing=0.05)
+
+
+def fit_to_time_budget(bar: tqdm, done: int, seconds: float, max_time_minutes: float | None) -> None:
+    """A run with a time budget ends when the budget is spent, usually long before its step limit:
+    project the last step from the training time per step so far, so the bar's total and ETA are true."""
+    if not max_time_minutes or done <= 0 or seconds <= 0 or bar.total is None:
+        return
+    left = max(0.0, max_time_minutes * 60 - seconds)
+    projected = done + math.ceil(left / (seconds / done))
+    if projected < bar.total:
+        bar.total = projected
+        bar.refresh()

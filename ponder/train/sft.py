@@ -26,7 +26,7 @@ from ponder.model.loading import load_tokenizer
 from ponder.model.tokenizer import build_char_tokenizer, check_words
 from ponder.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, save_model_atomic
 from ponder.train.data import HintFn, SFTData, parse_mixture
-from ponder.train.metrics import MetricsLog, progress
+from ponder.train.metrics import MetricsLog, fit_to_time_budget, progress
 
 
 @dataclass
@@ -165,6 +165,7 @@ def train_sft(cfg: SFTConfig, resume: bool = False, config_text: str | None = No
         step, tokens, seconds = step + 1, tokens + step_tokens, seconds + time.perf_counter() - t0
         window_tokens += step_tokens
         bar.update(1)
+        fit_to_time_budget(bar, step, seconds, cfg.max_time_minutes)
         if step % cfg.logging_steps == 0 or step == total_steps:
             tps = window_tokens / max(1e-9, time.perf_counter() - window_start)
             window_tokens, window_start = 0, time.perf_counter()

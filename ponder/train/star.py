@@ -42,7 +42,7 @@ from ponder.tasks import Problem, Task
 from ponder.train.checkpoint import load_trainer_state, save_checkpoint, save_model_atomic
 from ponder.train.data import Example, MixtureItem, collate, draw_from_mixture, parse_mixture
 from ponder.train.distributed import Dist, main_bar, wrap
-from ponder.train.metrics import read_metrics
+from ponder.train.metrics import fit_to_time_budget, read_metrics
 from ponder.train.rewards import visible_answer, well_formed
 from ponder.train.rollouts import check_engine, eval_accuracy, make_engine, open_log, start_run
 from ponder.train.sft import lr_at, step_loss
@@ -371,6 +371,7 @@ def train_star(cfg: STaRConfig, resume: bool = False, config_text: str | None = 
         log.log(record)
         saved = True
         bar.update(1)
+        fit_to_time_budget(bar, r, seconds, cfg.max_time_minutes)
         bar.set_postfix(round=r, kept=record["kept"], acc=f"{record['accuracy']:.2f}",
                         gen_tok_s=f"{record['gen_tokens_per_s']:.0f}")
     bar.close()
