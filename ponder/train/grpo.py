@@ -287,7 +287,7 @@ def train_grpo(cfg: GRPOConfig, resume: bool = False, config_text: str | None = 
             sums = sum((Counter(p[1]) for p in parts), Counter())
             seconds += step_seconds
             t0 = time.perf_counter()
-            fit_to_time_budget(bar, step, seconds, cfg.max_time_minutes)
+            fit_to_time_budget(bar, step, seconds, cfg.max_time_minutes, cfg.max_steps)
             if it == 0:  # this step's wall time includes generating the batch
                 rollout_counts = sum((Counter(p[2]) for p in parts), Counter())
                 stats = rollout_metrics(rollout_counts, step_seconds)

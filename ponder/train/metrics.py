@@ -56,13 +56,13 @@ def progress(total: int, initial: int, desc: str) -> tqdm:
                 file=sys.stderr, mininterval=1.0, smoothing=0.05)
 
 
-def fit_to_time_budget(bar: tqdm, done: int, seconds: float, max_time_minutes: float | None) -> None:
-    """A run with a time budget ends when the budget is spent, usually long before its step limit:
+def fit_to_time_budget(bar: tqdm, done: int, seconds: float, max_time_minutes: float | None, limit: int) -> None:
+    """A run with a time budget ends when the budget is spent, usually long before its step `limit`:
     project the last step from the training time per step so far, so the bar's total and ETA are true."""
-    if not max_time_minutes or done <= 0 or seconds <= 0 or bar.total is None:
+    if not max_time_minutes or done <= 0 or seconds <= 0:
         return
     left = max(0.0, max_time_minutes * 60 - seconds)
-    projected = done + math.ceil(left / (seconds / done))
-    if projected < bar.total:
+    projected = min(limit, done + math.ceil(left / (seconds / done)))
+    if projected != bar.total:
         bar.total = projected
         bar.refresh()

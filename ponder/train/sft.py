@@ -165,7 +165,7 @@ def train_sft(cfg: SFTConfig, resume: bool = False, config_text: str | None = No
         step, tokens, seconds = step + 1, tokens + step_tokens, seconds + time.perf_counter() - t0
         window_tokens += step_tokens
         bar.update(1)
-        fit_to_time_budget(bar, step, seconds, cfg.max_time_minutes)
+        fit_to_time_budget(bar, step, seconds, cfg.max_time_minutes, total_steps)
         if step % cfg.logging_steps == 0 or step == total_steps:
             tps = window_tokens / max(1e-9, time.perf_counter() - window_start)
             window_tokens, window_start = 0, time.perf_counter()

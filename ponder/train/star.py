@@ -371,7 +371,7 @@ def train_star(cfg: STaRConfig, resume: bool = False, config_text: str | None = 
         log.log(record)
         saved = True
         bar.update(1)
-        fit_to_time_budget(bar, r, seconds, cfg.max_time_minutes)
+        fit_to_time_budget(bar, r, seconds, cfg.max_time_minutes, cfg.rounds)
         bar.set_postfix(round=r, kept=record["kept"], acc=f"{record['accuracy']:.2f}",
                         gen_tok_s=f"{record['gen_tokens_per_s']:.0f}")
     bar.close()
