@@ -60,6 +60,22 @@ def test_beta_zero_loads_no_reference_model(tmp_path, micro_dir, monkeypatch):
     assert "kl" not in _records(tmp_path / "run")[0]
 
 
+def test_runs_that_differ_in_their_seed_are_evaluated_on_the_same_questions(tmp_path, micro_dir, monkeypatch):
+    import ponder.evaluate as evaluate
+    asked: dict[int, list[str]] = {}
+    real = evaluate.heldout_problems
+
+    def recording(task, level, n, seed=0):
+        problems = real(task, level, n, seed)
+        asked.setdefault(run_seed, []).extend(p.question for p in problems)
+        return problems
+    monkeypatch.setattr(evaluate, "heldout_problems", recording)
+    for run_seed in (0, 5):
+        train_grpo(GRPOConfig(**tiny(tmp_path / f"run{run_seed}", micro_dir, max_steps=1, eval_steps=1,
+                                     eval_samples=3, eval_max_tokens=8, seed=run_seed)))
+    assert asked[0] and asked[0] == asked[5]
+
+
 def test_an_interrupted_run_resumes_at_its_checkpoint_with_the_same_data(tmp_path, micro_dir, monkeypatch):
     train_grpo(GRPOConfig(**tiny(tmp_path / "straight", micro_dir)))
     real, calls = grpo.optimizer_step, []

@@ -250,7 +250,7 @@ def train_grpo(cfg: GRPOConfig, resume: bool = False, config_text: str | None = 
     log = open_log(d, out, config_text, state["step"] if ckpt else None)
     step, tokens, seconds = state["step"], state["tokens"], state["seconds"]
     def evaluate() -> dict[str, float]:
-        return eval_accuracy(model, tokenizer, chat, cfg.eval_mixture or cfg.mixture, cfg.eval_samples, cfg.seed,
+        return eval_accuracy(model, tokenizer, chat, cfg.eval_mixture or cfg.mixture, cfg.eval_samples,
                              cfg.eval_max_tokens)
 
     if cfg.eval_steps and step == 0 and d.is_main:

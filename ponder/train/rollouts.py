@@ -172,15 +172,17 @@ def loss_metrics(sums: Counter, beta: float) -> dict[str, float]:
     return {k: round(v, 6) for k, v in rec.items()}
 
 
-def eval_accuracy(model, tokenizer, chat, mixture: list[dict], samples: int, seed: int,
-                  max_tokens: int) -> dict[str, float]:
-    """Greedy accuracy per task/level on held-out problems, logged as `eval/TASK/LEVEL`."""
+def eval_accuracy(model, tokenizer, chat, mixture: list[dict], samples: int, max_tokens: int) -> dict[str, float]:
+    """Greedy accuracy per task/level on held-out problems, logged as `eval/TASK/LEVEL`.
+
+    The problems are `heldout_problems`' seed-0 set whatever the run's seed, as in `ponder eval`: runs that
+    differ only in their seed are measured on the same questions."""
     from ponder.evaluate import accuracy_by_level
 
     was_training = model.training
     model.eval()
     try:
-        acc = accuracy_by_level(model, tokenizer, chat, mixture, samples, seed=seed, max_tokens=max_tokens)
+        acc = accuracy_by_level(model, tokenizer, chat, mixture, samples, max_tokens=max_tokens)
         return {f"eval/{k}": v for k, v in acc.items()}
     finally:
         model.train(was_training)

@@ -303,7 +303,7 @@ def train_star(cfg: STaRConfig, resume: bool = False, config_text: str | None = 
     r, k, done = state["round"], state["round_step"], state["round_done"]
 
     def evaluate() -> dict[str, float]:
-        return eval_accuracy(model, tokenizer, chat, cfg.eval_mixture or cfg.mixture, cfg.eval_samples, cfg.seed,
+        return eval_accuracy(model, tokenizer, chat, cfg.eval_mixture or cfg.mixture, cfg.eval_samples,
                              cfg.eval_max_tokens) if d.is_main else {}
 
     def save(record: dict | None = None) -> None:
