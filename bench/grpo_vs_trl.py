@@ -41,7 +41,7 @@ from ponder.train.rollouts import eval_accuracy
 
 def held_out(cfg: GRPOConfig, model, tokenizer, chat) -> float:
     """Mean greedy accuracy over the eval mixture's task/levels, the number both trainers are judged by."""
-    acc = eval_accuracy(model, tokenizer, chat, cfg.eval_mixture or cfg.mixture, cfg.eval_samples, cfg.seed,
+    acc = eval_accuracy(model, tokenizer, chat, cfg.eval_mixture or cfg.mixture, cfg.eval_samples,
                         cfg.eval_max_tokens)
     return sum(acc.values()) / len(acc)
 
