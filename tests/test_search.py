@@ -53,6 +53,27 @@ def test_beam_search_keeps_the_top_k_by_score_and_marks_the_chosen_path():
     assert "|-* [0.800] r\n" in text and "* [0.700] r3  => 3" in text and "|-  [0.100] q\n" in text
 
 
+def test_beam_ranks_siblings_by_their_newest_step_and_picks_the_answer_by_the_verifiers_aggregation():
+    # Both chains share the weak first step w (0.3). Under "min" the candidates x (0.9) and y (0.4) both
+    # score 0.3 and tie, and the tie goes to the first sample, y; ranked by their newest step, x is kept.
+    world = WorldEngine(["w\ny\ny2</think>2<|end|>", "w\nx\nx2</think>1<|end|>"])
+    v = TableVerifier({"w": 0.3, "x": 0.9, "y": 0.4, "x2": 0.8, "y2": 0.8, "=1": 0.7, "=2": 0.7}, aggregation="min")
+    th = BeamSearch(world, CHAT, v, beam_width=1, expansions=2).solve(Q)
+    assert th.answer == "1" and th.reasoning == "w\nx\nx2"
+    tied = BeamSearch(world, CHAT, v, beam_width=1, expansions=2, step_aggregation="min").solve(Q)
+    assert tied.answer == "2"
+
+
+def test_beam_picks_among_finished_chains_by_the_verifiers_aggregation_not_the_newest_step():
+    world = WorldEngine(["a\na2</think>1<|end|>", "b\nb2</think>2<|end|>"])
+    # a's chain has the better last score (answer 0.9) but a weak step a2 (0.1); under min, b's chain wins
+    v = TableVerifier({"a": 0.8, "b": 0.7, "a2": 0.1, "b2": 0.6, "=1": 0.9, "=2": 0.6}, aggregation="min")
+    th = BeamSearch(world, CHAT, v, beam_width=2, expansions=1, weighted=False).solve(Q)
+    assert th.answer == "2"
+    last = BeamSearch(world, CHAT, v, beam_width=2, expansions=1, weighted=False, aggregation="last").solve(Q)
+    assert last.answer == "1"
+
+
 def test_dvts_keeps_one_chain_per_subtree():
     world = WorldEngine(["a\naa</think>1<|end|>", "b\nbb</think>2<|end|>", "c\ncc</think>3<|end|>",
                          "d\ndd</think>4<|end|>"])

@@ -9,6 +9,14 @@ subtrees stay diverse. A chain that closes its thinking and answers is
 finished and leaves its group. The answer is picked among finished chains
 (the best one, or the best answer by summed score).
 
+Two ways to read the verifier. While searching, a chain is ranked by
+`step_aggregation` of its step scores, "last" by default: a Math-Shepherd PRM's
+score of the newest step estimates the chance that the chain so far still ends
+right, which is the value a search needs. "min" there would make siblings tie
+whenever their shared prefix holds the weakest step, so the verifier could not
+choose between them. The final answer is picked by `aggregation` (the
+verifier's own unless set), as best-of-N picks.
+
 The budget is a hard cap on generated tokens: a round asks for no more rows
 than the remaining budget can pay for at full step length, narrowing to the
 best chains when it cannot. When the search cannot go on it answers from the
@@ -22,7 +30,7 @@ from dataclasses import dataclass, field
 
 from ponder import PonderError
 from ponder.engine.base import Completion, SamplingParams, cut_at_stop
-from ponder.reward.base import Verifier, rate
+from ponder.reward.base import Verifier, aggregate, check_aggregation, rate
 from ponder.think.base import Node, Question, Strategy, Thought, Usage
 from ponder.think.stream import Listener
 from ponder.think.verified import pick, verifier_setup
@@ -36,7 +44,8 @@ class Chain:
     path: list[Node]  # tree nodes from below the root down to this chain's last step
     tokens: int  # tokens generated along this chain, for the per-chain cap
     group: int
-    score: float = 0.0
+    score: float = 0.0  # the search's value of the chain: `step_aggregation` of `step_scores`
+    step_scores: list[float] = field(default_factory=list)  # the verifier's, per step (and answer)
     text: str = ""  # the completion so far, exactly as generated (what a continuation is prompted with)
     answer: str | None = None  # set once the chain closed its thinking and answered
     pending: bool = False  # closed its thinking, but a stop string or the step cap cut the answer
@@ -83,7 +92,8 @@ class StepSearch(Strategy):
 
     def __init__(self, engine, chat, verifier: Verifier, *, groups: int, width: int, expansions: int,
                  lookahead: int = 0, weighted: bool = True, aggregation: str | None = None,
-                 temperature: float = 0.8, top_p: float = 1.0, seed: int | None = 0, max_depth: int = 64,
+                 step_aggregation: str = "last", temperature: float = 0.8, top_p: float = 1.0,
+                 seed: int | None = 0, max_depth: int = 64,
                  max_step_tokens: int = 128, answer_reserve: int = 16, answer_tokens: int = 64, **kw) -> None:
         super().__init__(engine, chat, **kw)
         for what, v, least in (("groups", groups, 1), ("width", width, 1), ("expansions", expansions, 1),
@@ -96,6 +106,7 @@ class StepSearch(Strategy):
         if not getattr(caps, "prefix_continuation", True):
             raise PonderError(f"{self.name} needs an engine that continues a partial answer (prefix continuation)")
         self.verifier, self.aggregation = verifier_setup(verifier, aggregation, self.name)
+        self.step_aggregation = check_aggregation(step_aggregation)
         self.groups, self.width, self.expansions, self.lookahead = groups, width, expansions, lookahead
         self.weighted, self.temperature, self.top_p, self.seed = weighted, temperature, top_p, seed
         self.max_depth, self.max_step_tokens = max_depth, max_step_tokens
@@ -275,10 +286,11 @@ class StepSearch(Strategy):
     def _score(self, states: list[_State], fresh: list[list[Chain]], open_too: bool = True) -> None:
         flat = [(states[si], ch) for si, cands in enumerate(fresh) for ch in cands
                 if open_too or ch.answer is not None]
-        scores = rate(self.verifier, [s.question for s, _ in flat], [ch.steps for _, ch in flat],
-                      [ch.answer for _, ch in flat], self.aggregation)
-        for (_, ch), score in zip(flat, scores):
-            ch.score = ch.node.score = score
+        raw = self.verifier.score_batch([s.question for s, _ in flat], [ch.steps for _, ch in flat],
+                                        [ch.answer for _, ch in flat])
+        for (_, ch), scores in zip(flat, raw):
+            ch.step_scores = scores
+            ch.score = ch.node.score = aggregate(scores, self.step_aggregation)
 
     def _select(self, states: list[_State], fresh: list[list[Chain]]) -> None:
         """Finished chains leave their group; each group keeps its best open chains."""
@@ -321,7 +333,7 @@ class StepSearch(Strategy):
                             self.chat.think_close)[2]).answer
                     ext[k] = (s, ch, nxt)
         scores = rate(self.verifier, [s.question for s, _, _ in ext], [sh.steps for _, _, sh in ext],
-                      [sh.answer for _, _, sh in ext], self.aggregation)
+                      [sh.answer for _, _, sh in ext], self.step_aggregation)
         for (_, ch, _), score in zip(ext, scores):
             ch.score = ch.node.score = score
 
@@ -343,7 +355,7 @@ class StepSearch(Strategy):
         node = Node(text="", answer=answer)
         (ch.node or s.root).children.append(node)
         s.finals.append(Chain(ch.steps, ch.path + [node], ch.tokens + c.num_tokens, ch.group, ch.score,
-                              answer=answer, answer_tokens=c.num_tokens))
+                              ch.step_scores, answer=answer, answer_tokens=c.num_tokens))
 
     def _answer(self, s: _State) -> Thought:
         for chain, _ in s.beams:  # stopped at max_depth: the open chains are candidates to answer from
@@ -356,8 +368,8 @@ class StepSearch(Strategy):
             best = s.best_open
             return Thought("", self.chat.step_sep.join(best.steps) if best else "", s.usage, "length", s.root,
                            s.exhausted)
-        best = answered[pick([self.answer_key(f.answer) for f in answered], [f.score for f in answered],
-                             self.weighted)]
+        final = [aggregate(f.step_scores, self.aggregation) if f.step_scores else f.score for f in answered]
+        best = answered[pick([self.answer_key(f.answer) for f in answered], final, self.weighted)]
         for node in best.path:
             node.chosen = True
         s.usage.reasoning_tokens -= best.answer_tokens
