@@ -127,7 +127,8 @@ def cmd_eval_scaling(args) -> None:
     get_task(args.task).sample(random.Random(0), args.level)  # validates the task and level
     cfg = ScalingConfig(args.task, args.level, parse_list(args.strategies, "strategies"), parse_budgets(args.budgets),
                         n=args.n, samples=args.samples, seed=args.seed, max_tokens=args.max_tokens, model=args.model,
-                        verifier=args.verifier, base_quantile=args.base_quantile, policy=args.policy)
+                        verifier=args.verifier, base_quantile=args.base_quantile, policy=args.policy,
+                        sample_temperature=args.sample_temperature)
     from ponder.think.registry import NEEDS_VERIFIER
 
     needs = [s for s in cfg.strategies if s in NEEDS_VERIFIER]
@@ -340,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the base budget is this quantile of the greedy chains' lengths (0.5: median)")
     es.add_argument("--verifier", help="reward model directory, for best_of_n, beam, dvts, mcts (and revise, adaptive)")
     es.add_argument("--policy", help="adaptive's policy table, a YAML or JSON file (see ponder/think/adaptive.py)")
+    es.add_argument("--sample-temperature", type=float,
+                    help="temperature of every strategy that samples (default: each strategy's own, 0.8)")
     es.add_argument("-n", type=int, default=64, help="held-out questions")
     es.add_argument("--samples", type=int, default=16, help="sampled chains per question for its pass rate (bins)")
     es.add_argument("--model", default="built-in")

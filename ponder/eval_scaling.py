@@ -51,6 +51,7 @@ class ScalingConfig:
     seed: int = 0
     max_tokens: int = 768  # cap on one chain
     temperature: float = 0.8  # of the pass-rate samples
+    sample_temperature: float | None = None  # of every strategy that samples; None: their own default (0.8)
     base_quantile: float = 0.9  # the base budget: this quantile of the greedy chains' lengths
     chunk: int = 64  # questions per solve_batch call
     model: str = ""  # recorded, and part of the resume key
@@ -72,6 +73,8 @@ class ScalingConfig:
                         ("max_tokens", self.max_tokens)):
             if v < 1:
                 raise PonderError(f"{what} must be >= 1, got {v}")
+        if self.sample_temperature is not None and not 0 <= self.sample_temperature <= 2:
+            raise PonderError(f"sample_temperature must be in [0, 2], got {self.sample_temperature}")
         if not 0 < self.base_quantile <= 1:
             raise PonderError(f"base_quantile must be in (0, 1], got {self.base_quantile}")
 
@@ -172,6 +175,8 @@ def run_scaling(engine: Engine, chat: ChatFormat, cfg: ScalingConfig, problems: 
     task = get_task(cfg.task)
     # the policy keys only adaptive's cells: other cells (and the pass rates) are reused across policies
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("strategies", "budgets", "chunk", "policy")}
+    if cfg.sample_temperature is None:  # runs from before the option keep their key
+        del settings["sample_temperature"]
     policy, policy_tag = None, ""
     if cfg.policy is not None:
         from ponder.think.adaptive import load_policy
@@ -224,6 +229,8 @@ def run_scaling(engine: Engine, chat: ChatFormat, cfg: ScalingConfig, problems: 
                 params = scaled_params(name, m)
                 if name == "adaptive" and policy is not None:
                     params["policy"] = policy
+                if name != "cot" and cfg.sample_temperature is not None:
+                    params["temperature"] = cfg.sample_temperature
                 s = build_strategy(name, engine, chat, verifier, max_tokens=cfg.max_tokens, seed=cfg.seed,
                                    answer_key=task.normalize, **params)
                 return solve(s, m * base, m)
@@ -236,7 +243,7 @@ def run_scaling(engine: Engine, chat: ChatFormat, cfg: ScalingConfig, problems: 
     nb = max(binned) + 1
     return {
         "task": cfg.task, "level": cfg.level, "n": n, "seed": cfg.seed, "model": cfg.model,
-        "verifier": cfg.verifier, "policy": cfg.policy, "samples": cfg.samples, "base_tokens": base, "base_quantile": cfg.base_quantile,
+        "verifier": cfg.verifier, "policy": cfg.policy, "sample_temperature": cfg.sample_temperature, "samples": cfg.samples, "base_tokens": base, "base_quantile": cfg.base_quantile,
         "greedy_mean_tokens": round(sum(t for _, t in g) / n, 1), "multipliers": cfg.budgets,
         "strategies": cfg.strategies, "greedy_accuracy": round(sum(ok for ok, _ in g) / n, 4),
         "bins": [{"bin": b + 1, "questions": sum(1 for x in binned if x == b),
@@ -274,7 +281,9 @@ def markdown(report: dict[str, Any]) -> str:
              f"{report['base_quantile']:g} quantile of greedy chain lengths; their mean is "
              f"{report['greedy_mean_tokens']:.0f}); greedy accuracy {report['greedy_accuracy']:.1%}. Pass rates from "
              f"{report['samples']} samples per question."
-             + (f" adaptive's policy: `{report['policy']}`." if report.get("policy") else ""), "", "| bin | questions | pass rate |", "| --- | --- | --- |"]
+             + (f" adaptive's policy: `{report['policy']}`." if report.get("policy") else "")
+             + (f" Strategies sample at temperature {report['sample_temperature']:g}."
+                if report.get("sample_temperature") is not None else ""), "", "| bin | questions | pass rate |", "| --- | --- | --- |"]
     for b in report["bins"]:
         lines.append(f"| {b['bin']} | {b['questions']} | {b['pass_rate_min']:.2f}-{b['pass_rate_max']:.2f} |")
     head = "| strategy | budget (x B) | budget (tokens) | tokens/question | accuracy | " + \

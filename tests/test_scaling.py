@@ -172,3 +172,20 @@ def test_a_policy_file_recomputes_only_adaptive_and_is_recorded(tmp_path):
     assert after["adaptive"]["tokens"] == [q["greedy_tokens"] for q in second["questions"]]
     assert sum(before["adaptive"]["tokens"]) > sum(after["adaptive"]["tokens"])
     assert f"adaptive's policy: `{policy}`" in markdown(second)
+
+
+def test_a_sample_temperature_reaches_every_sampling_strategy_and_keys_its_own_cells(tmp_path):
+    problems = heldout_problems("add", 3, 10)
+    skills = [8, 8, 7, 6, 4, 3, 2, 1, 0, 0]
+    cfg = ScalingConfig("add", 3, ["majority", "adaptive"], [4], n=10, samples=8)
+    hot = run_scaling(SkillEngine(problems, skills), CHAT, cfg, problems, out=tmp_path, progress=False)
+    engine = SkillEngine(problems, skills)
+    cold = run_scaling(engine, CHAT, replace(cfg, sample_temperature=0.0), problems, out=tmp_path, progress=False)
+    assert engine.calls  # not read back from the first run's cells
+    by = {r["strategy"]: r for r in cold["results"]}
+    greedy_right = [k >= 4 for k in skills]  # at temperature 0 every sample is the greedy chain
+    assert by["majority"]["correct"] == greedy_right and by["adaptive"]["correct"] == greedy_right
+    assert {r["strategy"]: r for r in hot["results"]}["majority"]["correct"] != greedy_right
+    assert hot["sample_temperature"] is None and "temperature 0." in markdown(cold)
+    with pytest.raises(PonderError, match="sample_temperature must be in"):
+        replace(cfg, sample_temperature=-1.0)

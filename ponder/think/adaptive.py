@@ -335,6 +335,8 @@ class Adaptive(Strategy):
                     continue
                 affordable = max(1, int(share // math.ceil(self.policy.slack * q.length)))
                 params = {**scaled_params(q.action, affordable), **params}
+            if q.action != "cot":  # delegated samples are drawn as hot as the probe's
+                params.setdefault("temperature", self.temperature)
             groups.setdefault((q.action, tuple(sorted(params.items())), share), []).append(q)
         for (action, params, share), group in groups.items():
             strategy = build_strategy(action, self.engine, self.chat, self.verifier, max_tokens=self.max_tokens,
