@@ -189,3 +189,25 @@ def test_a_sample_temperature_reaches_every_sampling_strategy_and_keys_its_own_c
     assert hot["sample_temperature"] is None and "temperature 0." in markdown(cold)
     with pytest.raises(PonderError, match="sample_temperature must be in"):
         replace(cfg, sample_temperature=-1.0)
+
+
+def test_scaling_pairs_reports_the_paired_difference_and_its_error(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("scaling_pairs", Path(__file__).parents[1] / "bench" / "scaling_pairs.py")
+    pairs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pairs)
+    qs = [{"question": f"q{i}"} for i in range(4)]
+    cell = lambda s, m, c: {"strategy": s, "multiplier": m, "correct": c, "accuracy": sum(c) / 4, "mean_tokens": 10 * m}
+    a = {"questions": qs, "results": [cell("beam", 2, [1, 1, 1, 0])]}
+    b = {"questions": qs, "results": [cell("best_of_n", 2, [1, 0, 1, 0])]}
+    for name, rep in (("a", a), ("b", b)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(rep))
+    assert pairs.main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--pairs", "beam@2:best_of_n@2"]) == 0
+    row = capsys.readouterr().out.splitlines()[-1]
+    assert "| 75.0% | 50.0% | +25.0 | 25.0 |" in row  # differences 0,1,0,0: mean 0.25, sd 0.5, se 0.25
+    b["questions"] = qs[::-1]
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    with pytest.raises(SystemExit, match="not on the same questions"):
+        pairs.main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--pairs", "beam@2:best_of_n@2"])

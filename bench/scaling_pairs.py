@@ -1,0 +1,77 @@
+"""Paired differences between cells of `ponder eval scaling` reports run on the same questions.
+
+Two strategies answer the same questions, so the noise of their difference is the noise of the
+questions on which they disagree, much smaller than two independent accuracies' errors:
+the standard error here is that of the mean per-question difference.
+
+    python bench/scaling_pairs.py runs/A/scaling.json runs/B/scaling.json \\
+        --pairs beam@2:best_of_n@2 adaptive@4:majority@16 [--labels A,B]
+
+A cell is `strategy@multiplier`, looked up in the reports in order (a `label:` prefix picks one report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+
+def cells(reports: dict[str, dict]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for label, rep in reports.items():
+        for r in rep["results"]:
+            key = f"{r['strategy']}@{r['multiplier']}"
+            out.setdefault(key, r)
+            out[f"{label}:{key}"] = r
+    return out
+
+
+def paired(a: list[bool], b: list[bool]) -> tuple[float, float]:
+    """Mean of a - b and its standard error."""
+    d = [int(x) - int(y) for x, y in zip(a, b)]
+    n = len(d)
+    mean = sum(d) / n
+    var = sum((x - mean) ** 2 for x in d) / max(1, n - 1)
+    return mean, math.sqrt(var / n)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("reports", nargs="+", type=Path)
+    ap.add_argument("--pairs", nargs="+", required=True, help="CELL:CELL, e.g. beam@2:best_of_n@2")
+    ap.add_argument("--labels", help="comma-separated names for the reports (default: their folder names, or paths)")
+    args = ap.parse_args(argv)
+    labels = args.labels.split(",") if args.labels else [p.parent.name for p in args.reports]
+    if len(set(labels)) != len(labels):  # reports side by side in one folder
+        labels = [str(p) for p in args.reports]
+    if len(labels) != len(args.reports):
+        sys.exit("scaling_pairs: --labels needs one name per report")
+    reports = {lab: json.loads(p.read_text()) for lab, p in zip(labels, args.reports)}
+    questions = {tuple(q["question"] for q in rep["questions"]) for rep in reports.values()}
+    if len(questions) != 1:
+        sys.exit("scaling_pairs: the reports are not on the same questions")
+    table = cells(reports)
+    print("| A | B | A | B | A - B | SE |\n|---|---|---:|---:|---:|---:|")
+    for pair in args.pairs:
+        left, right = _split(pair)
+        if left not in table or right not in table:
+            sys.exit(f"scaling_pairs: unknown pair {pair!r}; cells are {', '.join(sorted(table))}")
+        a, b = table[left], table[right]
+        diff, se = paired(a["correct"], b["correct"])
+        print(f"| {left} ({a['mean_tokens']:.0f} tok) | {right} ({b['mean_tokens']:.0f} tok) | {a['accuracy']:.1%} | "
+              f"{b['accuracy']:.1%} | {100 * diff:+.1f} | {100 * se:.1f} |")
+    return 0
+
+
+def _split(pair: str) -> tuple[str, str]:
+    """CELL:CELL where cells may carry a `label:` prefix: split at the first colon after the first `@`."""
+    at = pair.find("@")
+    cut = pair.find(":", at) if at >= 0 else -1
+    return (pair[:cut], pair[cut + 1:]) if cut >= 0 else (pair, "")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
