@@ -211,3 +211,26 @@ def test_scaling_pairs_reports_the_paired_difference_and_its_error(tmp_path, cap
     (tmp_path / "b.json").write_text(json.dumps(b))
     with pytest.raises(SystemExit, match="not on the same questions"):
         pairs.main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--pairs", "beam@2:best_of_n@2"])
+
+
+def test_scaling_merge_labels_cells_and_refuses_other_questions(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("scaling_merge", Path(__file__).parents[1] / "bench" / "scaling_merge.py")
+    merge = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(merge)
+    head = {"task": "cvp", "level": 2, "n": 2, "seed": 2, "base_tokens": 66,
+            "questions": [{"question": "q0"}, {"question": "q1"}]}
+    cell = lambda s, m: {"strategy": s, "multiplier": m, "accuracy": 0.5}
+    prm = {**head, "verifier": "prm", "strategies": ["cot", "best_of_n"], "results": [cell("cot", 1), cell("best_of_n", 2)]}
+    orm = {**head, "verifier": "orm", "strategies": ["cot", "best_of_n"], "results": [cell("cot", 1), cell("best_of_n", 2)]}
+    out = merge.merge([prm, orm], ["", "orm"])
+    assert [(r["strategy"], r["multiplier"]) for r in out["results"]] == [
+        ("cot", 1), ("best_of_n", 2), ("cot (orm)", 1), ("best_of_n (orm)", 2)]
+    assert out["strategies"] == ["cot", "best_of_n", "cot (orm)", "best_of_n (orm)"]
+    assert [r["strategy"] for r in merge.merge([prm, prm], ["", ""])["results"]] == ["cot", "best_of_n"]
+    with pytest.raises(SystemExit, match="seed"):
+        merge.merge([prm, {**orm, "seed": 1}], ["", ""])
+    with pytest.raises(SystemExit, match="different questions"):
+        merge.merge([prm, {**orm, "questions": head["questions"][::-1]}], ["", ""])
