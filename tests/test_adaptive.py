@@ -3,6 +3,8 @@ revision training pairs."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -106,6 +108,18 @@ def test_adaptive_does_not_score_a_lone_greedy_chain_the_budget_leaves_no_altern
     assert "mean score" not in one.tree.children[0].text and one.tree.children[0].children[0].score is None
     two = Adaptive(VoteEngine({Q: ["5", "7"]}), CHAT, v).solve(Q, budget=3 * CHAIN)  # a probe to choose from
     assert v.calls > 0 and all(n.score is not None for n in two.tree.children[0].children)
+
+
+def test_adaptive_does_not_delegate_what_the_budget_left_cannot_pay_a_whole_chain_for():
+    """A delegate's lone chain, cut short or not, would overrule the probe's two scored chains."""
+    v = TableVerifier({"=5": 0.9, "=7": 0.3, "=9": 0.95})
+    policy = AdaptivePolicy(probe=2, tiers=(Tier("all", 1.0, "best_of_n"),))
+    each = math.ceil(policy.slack * CHAIN)
+    th = Adaptive(VoteEngine({Q: ["5", "7", "9"]}), CHAT, v, policy=policy).solve(Q, budget=CHAIN + each + CHAIN)
+    assert th.answer == "5" and th.budget_exhausted and th.usage.completion_tokens == 2 * CHAIN
+    assert th.tree.children[1].text.endswith("no budget left for a whole chain")
+    rich = Adaptive(VoteEngine({Q: ["5", "7", "9"]}), CHAT, v, policy=policy).solve(Q, budget=CHAIN + 3 * each)
+    assert rich.answer == "9" and rich.tree.children[1].text.startswith("best_of_n with a budget of")
 
 
 def test_adaptive_with_a_verifier_reads_scores_and_delegates_hard_questions_to_beam_search():

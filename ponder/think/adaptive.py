@@ -22,7 +22,9 @@ The first row of the table whose `upto` is at least the difficulty says what fol
 far falls in a tier that stops (the answers agree); its answer pools every chain, probe included. Any other
 action is a strategy from the registry, run with `share` of the budget left; its parameters, where the row
 does not set them, are scaled to the whole chains that budget buys (`registry.scaled_params`), and its answer
-is final when it gave one. The table is data: pass another `AdaptivePolicy` (`AdaptivePolicy.from_dict`
+is final when it gave one: it starts afresh, without the probe's chains (`sample` pools them). Where that
+share does not pay for one whole chain (`slack` x the greedy chain), nothing is delegated and the probe
+answers: a strategy cut short would answer from a chain that never finished. The table is data: pass another `AdaptivePolicy` (`AdaptivePolicy.from_dict`
 reads one from a config), e.g. one fitted to the accuracy per difficulty bin that `ponder eval scaling`
 measures.
 
@@ -329,11 +331,11 @@ class Adaptive(Strategy):
                 share = None
             else:
                 share = int(left // quantum) * quantum or int(left)
-                if share < 1:
+                affordable = int(share // math.ceil(self.policy.slack * q.length))
+                if affordable < 1:  # its answer would come from a chain cut short, a guess over the probe's
                     q.exhausted = q.done = True
-                    q.follow.text += ": no budget left"
+                    q.follow.text += ": no budget left for a whole chain"
                     continue
-                affordable = max(1, int(share // math.ceil(self.policy.slack * q.length)))
                 params = {**scaled_params(q.action, affordable), **params}
             if q.action != "cot":  # delegated samples are drawn as hot as the probe's
                 params.setdefault("temperature", self.temperature)
