@@ -80,3 +80,28 @@ def test_bad_config_is_refused_naming_the_field(tmp_path, text, field):
     p.write_text(text)
     with pytest.raises(PonderError, match=field):
         load_config(SFTConfig, p)
+
+
+def test_bf16_is_asked_of_a_device_only_where_it_computes_bf16_natively(monkeypatch):
+    """Emulated bf16 is many times slower than float32: a config's bf16 falls back, with a warning."""
+    from transformers import LlamaForCausalLM
+
+    from ponder.model.configs import model_config
+    from ponder.train import precision, sft
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(model_config("ponder-micro", 40, 64))
+    ids = torch.randint(3, 40, (2, 12))
+    batches = [{"input_ids": ids, "labels": ids}]
+
+    def loss(bf16: bool) -> float:
+        model.zero_grad()
+        return sft.step_loss(model, batches, bf16)[0]
+
+    monkeypatch.setattr(precision, "native_bf16", lambda device: False)
+    precision._warn_float32.cache_clear()
+    with pytest.warns(UserWarning, match="no native bf16"):
+        assert loss(True) == loss(False)
+    monkeypatch.setattr(precision, "native_bf16", lambda device: True)
+    assert precision.use_bf16(True) and not precision.use_bf16(False)
+    assert loss(True) != loss(False)  # bf16 really is used where it is native

@@ -51,7 +51,7 @@ class GRPOConfig:
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     max_grad_norm: float = 1.0
-    bf16: bool = True
+    bf16: bool = True  # bf16 autocast where the device computes bf16 natively; float32 elsewhere
     correct_reward: float = 1.0
     format_reward: float = 0.0
     length_penalty: float = 0.0  # reward -= length_penalty * completion tokens / max_completion_length

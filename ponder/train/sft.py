@@ -27,6 +27,7 @@ from ponder.model.tokenizer import build_char_tokenizer, check_words
 from ponder.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, save_model_atomic
 from ponder.train.data import HintFn, SFTData, parse_mixture
 from ponder.train.metrics import MetricsLog, fit_to_time_budget, progress
+from ponder.train.precision import use_bf16
 
 
 @dataclass
@@ -49,7 +50,7 @@ class SFTConfig:
     adam_beta1: float = 0.9
     adam_beta2: float = 0.95
     max_grad_norm: float = 1.0
-    bf16: bool = True
+    bf16: bool = True  # bf16 autocast where the device computes bf16 natively; float32 elsewhere
     max_length: int = 1024
     logging_steps: int = 10
     save_steps: int = 200
@@ -103,7 +104,7 @@ def step_loss(model, batches: list[dict[str, torch.Tensor]], bf16: bool) -> tupl
     n_hints = sum(int((b["hint_labels"] != -100).sum()) for b in batches if "hint_labels" in b)
     total = 0.0
     for b in batches:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16(bf16)):
             logits = model(input_ids=b["input_ids"]).logits
         loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)),
                                b["labels"][:, 1:].reshape(-1), ignore_index=-100, reduction="sum") / n_targets

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from ponder.train.precision import use_bf16
+
 
 class PromptSharingLM(torch.nn.Module):
     """A causal LM as a function of one micro-batch: the logits that predict each completion token.
@@ -52,7 +54,7 @@ def completion_logprobs(lm: torch.nn.Module, mb: dict, temperature: float, bf16:
     distribution the engine sampled from), and that distribution's entropy (no grad; None when
     not asked for). `lm` is a `PromptSharingLM`, or DDP around one."""
     ids = mb["ids"]
-    with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=bf16):
+    with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=use_bf16(bf16, ids.device.type)):
         logits = lm(mb["prompt_ids"], mb["prompt_len"], ids, mb["group"])
     logp_all = torch.log_softmax(logits.float() / temperature, -1)
     logp = logp_all.gather(-1, ids[..., None]).squeeze(-1)

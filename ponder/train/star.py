@@ -88,7 +88,7 @@ class STaRConfig:
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     max_grad_norm: float = 1.0
-    bf16: bool = True
+    bf16: bool = True  # bf16 autocast where the device computes bf16 natively; float32 elsewhere
     max_length: int = 1024
     max_time_minutes: float | None = None
     logging_steps: int = 10
