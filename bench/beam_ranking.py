@@ -10,33 +10,20 @@ from __future__ import annotations
 import argparse
 import json
 
-import torch
+from verified_setup import add_arguments, load
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--verifier", required=True)
-    ap.add_argument("--task", default="cvp")
-    ap.add_argument("--level", type=int, default=2)
-    ap.add_argument("-n", type=int, default=200)
-    ap.add_argument("--seed", type=int, default=1)
+    add_arguments(ap, n=200, seed=1)
     ap.add_argument("--budgets", default="1,2,4", help="multipliers of B, the 0.9 quantile of greedy lengths")
-    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    from ponder.engine.local import LocalEngine
+    s = load(args)
     from ponder.eval_scaling import base_budget, parse_budgets
-    from ponder.evaluate import heldout_problems
-    from ponder.model.loading import load_model
-    from ponder.reward import RewardModel
-    from ponder.tasks import get_task
     from ponder.think.sampling import ChainOfThought
     from ponder.think.search import BeamSearch
 
-    model, tok, chat = load_model("built-in")
-    engine, task, verifier = LocalEngine(model, tok), get_task(args.task), RewardModel.load(args.verifier)
-    problems = heldout_problems(args.task, args.level, args.n, args.seed)
-    questions = [p.question for p in problems]
+    engine, chat, task, verifier, problems, questions = s.engine, s.chat, s.task, s.verifier, s.problems, s.questions
 
     def score(thoughts) -> tuple[float, float]:
         right = sum(bool(task.check(p, t.answer)) for p, t in zip(problems, thoughts))

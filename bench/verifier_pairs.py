@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
-import torch
+from verified_setup import add_arguments, load
 
 
 def auc(right: list[float], wrong: list[float]) -> float | None:
@@ -36,28 +36,14 @@ def pick_accuracy(a: list[tuple[bool, float]], b: list[tuple[bool, float]]) -> d
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--verifier", required=True)
-    ap.add_argument("--task", default="cvp")
-    ap.add_argument("--level", type=int, default=2)
-    ap.add_argument("-n", type=int, default=1000)
-    ap.add_argument("--seed", type=int, default=2)
+    add_arguments(ap, n=1000, seed=2)
     ap.add_argument("--temperature", type=float, default=0.8)
-    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    from ponder.engine.local import LocalEngine
-    from ponder.evaluate import heldout_problems
-    from ponder.model.loading import load_model
-    from ponder.reward import RewardModel
+    s = load(args)
     from ponder.reward.base import rate
     from ponder.think.sampling import ChainOfThought
 
-    from ponder.tasks import get_task
-
-    model, tok, chat = load_model("built-in")
-    engine, task, verifier = LocalEngine(model, tok), get_task(args.task), RewardModel.load(args.verifier)
-    problems = heldout_problems(args.task, args.level, args.n, args.seed)
-    questions = [p.question for p in problems]
+    engine, chat, task, verifier, problems, questions = s.engine, s.chat, s.task, s.verifier, s.problems, s.questions
 
     def chains(temperature: float, seed: int) -> list[tuple[bool, float]]:
         cot = ChainOfThought(engine, chat, temperature=temperature, seed=seed, max_tokens=768,
