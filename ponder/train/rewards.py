@@ -54,10 +54,12 @@ def score(task: Task, problem: Problem, chat: ChatFormat, completion: Completion
     - step_error_penalty * wrong steps / checkable steps (a truncated completion: -length_penalty)."""
     if completion.finish_reason == "length":
         return Score(-float(length_penalty), False, False, True)
-    answer = visible_answer(chat, completion.text)
-    correct = answer is not None and task.check(problem, answer)
-    formatted = well_formed(chat, completion.text, completion.finish_reason)
-    checked, wrong = task.step_errors(chat.parse(completion.text).reasoning)
+    text = completion.text
+    parsed = chat.parse(text)  # once: this runs for every completion of every RL step
+    closed_once = chat.think_open not in text and text.count(chat.think_close) == 1
+    correct = chat.think_close in text and parsed.answer is not None and task.check(problem, parsed.answer)
+    formatted = closed_once and bool(parsed.answer)
+    checked, wrong = task.step_errors(parsed.reasoning)
     error_rate = wrong / checked if checked else None
     reward = (correct_weight * correct + format_weight * formatted
               - length_penalty * completion.num_tokens / max_completion_length
