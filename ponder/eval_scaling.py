@@ -18,7 +18,8 @@ in Snell et al. 2024.
 Output in `out`: scaling.json (settings, bins, per-question pass rates, and per cell the accuracy, tokens and
 per-question results), scaling.md (tables) and scaling.png (accuracy against mean generated tokens, log x, one
 line per strategy; overall and one panel per bin). Finished pieces are appended to cells.jsonl, so a rerun
-with the same settings picks up where an interrupted one stopped.
+with the same settings picks up where an interrupted one stopped, and a run with another verifier in the
+same folder reuses the greedy chains, pass rates and the cells that never call a verifier.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from ponder.engine.base import Engine, SamplingParams
 from ponder.model.chat import ChatFormat
 from ponder.tasks import Problem, get_task
 from ponder.think.base import split_completion
-from ponder.think.registry import NEEDS_VERIFIER, STRATEGIES, build_strategy, scaled_params
+from ponder.think.registry import NEEDS_VERIFIER, STRATEGIES, TAKES_VERIFIER, build_strategy, scaled_params
 from ponder.think.sampling import ChainOfThought
 
 
@@ -137,29 +138,38 @@ def pass_rates(engine: Engine, chat: ChatFormat, task_name: str, problems: list[
 
 @dataclass
 class _Cache:
-    """Finished pieces of a run, keyed by the settings that decide them (cells.jsonl)."""
+    """Finished pieces of a run, keyed by the settings that decide them (cells.jsonl).
+
+    `key` covers every setting; `free_key` all but the verifier, for the pieces that never call it (the
+    greedy chains, the pass rates, cot and majority cells), so a rerun with another verifier in the same
+    folder reuses them. A piece written under `key` by an older run is still found."""
 
     path: Path | None
     key: str
-    done: dict[str, Any] = field(default_factory=dict)
+    free_key: str = ""
+    done: dict[tuple[str, str], Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.free_key = self.free_key or self.key
         if self.path is not None and self.path.exists():
             for line in self.path.read_text().splitlines():
                 try:
                     d = json.loads(line)
                 except ValueError:
                     continue  # a line cut by a kill
-                if d.get("key") == self.key:
-                    self.done[d["name"]] = d["value"]
+                if d.get("key") in (self.key, self.free_key):
+                    self.done[(d["key"], d["name"])] = d["value"]
 
-    def get(self, name: str, make: Callable[[], Any]) -> Any:
-        if name not in self.done:
-            self.done[name] = make()
-            if self.path is not None:
-                with self.path.open("a") as f:
-                    f.write(json.dumps({"key": self.key, "name": name, "value": self.done[name]}) + "\n")
-        return self.done[name]
+    def get(self, name: str, make: Callable[[], Any], verifier_free: bool = False) -> Any:
+        key = self.free_key if verifier_free else self.key
+        for k in (key, self.key):
+            if (k, name) in self.done:
+                return self.done[(k, name)]
+        value = self.done[(key, name)] = make()
+        if self.path is not None:
+            with self.path.open("a") as f:
+                f.write(json.dumps({"key": key, "name": name, "value": value}) + "\n")
+        return value
 
 
 def run_scaling(engine: Engine, chat: ChatFormat, cfg: ScalingConfig, problems: list[Problem], verifier=None,
@@ -184,10 +194,13 @@ def run_scaling(engine: Engine, chat: ChatFormat, cfg: ScalingConfig, problems: 
         policy = load_policy(cfg.policy)
         policy_tag = "/policy-" + hashlib.sha256(Path(cfg.policy).read_bytes()).hexdigest()[:8]
     settings["questions"] = [p.question for p in problems]
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    def digest(d: dict) -> str:
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    key, free_key = digest(settings), digest({k: v for k, v in settings.items() if k != "verifier"})
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    cache = _Cache(out / "cells.jsonl" if out is not None else None, key)
+    cache = _Cache(out / "cells.jsonl" if out is not None else None, key, free_key)
     n = len(problems)
     total = n + n * cfg.samples + sum(n * m for _ in cfg.strategies for m in cfg.budgets)  # in chains' worth
     bar = tqdm(total=total, desc=f"scaling {cfg.task}/{cfg.level}", unit="chain", dynamic_ncols=True,
@@ -203,7 +216,7 @@ def run_scaling(engine: Engine, chat: ChatFormat, cfg: ScalingConfig, problems: 
         return rows
 
     greedy = ChainOfThought(engine, chat, max_tokens=cfg.max_tokens, answer_key=task.normalize)
-    g = cache.get("greedy", lambda: solve(greedy, None, 1))
+    g = cache.get("greedy", lambda: solve(greedy, None, 1), verifier_free=True)
     if bar.n == 0:  # read from cells.jsonl
         bar.update(n)
     base = base_budget([t for _, t in g], cfg.base_quantile)
@@ -216,7 +229,7 @@ def run_scaling(engine: Engine, chat: ChatFormat, cfg: ScalingConfig, problems: 
         return r
 
     before = bar.n
-    rate = cache.get("pass_rates", rates)
+    rate = cache.get("pass_rates", rates, verifier_free=True)
     if bar.n == before:
         bar.update(n * cfg.samples)
     binned = difficulty_bins(rate, cfg.bins)
@@ -235,7 +248,8 @@ def run_scaling(engine: Engine, chat: ChatFormat, cfg: ScalingConfig, problems: 
                                    answer_key=task.normalize, **params)
                 return solve(s, m * base, m)
 
-            rows = cache.get(f"{name}/{m}" + (policy_tag if name == "adaptive" else ""), cell)
+            rows = cache.get(f"{name}/{m}" + (policy_tag if name == "adaptive" else ""), cell,
+                             verifier_free=name not in NEEDS_VERIFIER + TAKES_VERIFIER)
             if bar.n == before:
                 bar.update(n * m)
             results.append(_summarise(name, m, m * base, rows, binned))

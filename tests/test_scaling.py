@@ -234,3 +234,32 @@ def test_scaling_merge_labels_cells_and_refuses_other_questions(tmp_path):
         merge.merge([prm, {**orm, "seed": 1}], ["", ""])
     with pytest.raises(SystemExit, match="different questions"):
         merge.merge([prm, {**orm, "questions": head["questions"][::-1]}], ["", ""])
+
+
+class CountingVerifier:
+    """Scores every step 0.5 and counts its calls."""
+
+    aggregation = "last"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def score_batch(self, questions, chains, answers):
+        self.calls += 1
+        return [[0.5] * (len(c) + (a is not None)) for c, a in zip(chains, answers)]
+
+
+def test_another_verifier_in_the_same_folder_reuses_what_never_called_the_verifier(tmp_path):
+    problems = heldout_problems("add", 3, 10)
+    skills = [8, 8, 7, 6, 4, 3, 2, 1, 0, 0]
+    cfg = ScalingConfig("add", 3, ["cot", "majority", "best_of_n"], [2], n=10, samples=8, verifier="prm")
+    first = run_scaling(SkillEngine(problems, skills), CHAT, cfg, problems, CountingVerifier(), out=tmp_path,
+                        progress=False)
+    engine, orm = SkillEngine(problems, skills), CountingVerifier()
+    second = run_scaling(engine, CHAT, replace(cfg, verifier="orm"), problems, orm, out=tmp_path, progress=False)
+    # only best_of_n's 2 chains per question were sampled again: the greedy chains, pass rates, cot and
+    # majority cells were read back, and the new verifier scored the new chains
+    assert sum(engine.drawn) == 2 * len(problems) and orm.calls
+    before, after = ({r["strategy"]: r for r in rep["results"]} for rep in (first, second))
+    assert after["majority"] == before["majority"] and after["cot"] == before["cot"]
+    assert [q["pass_rate"] for q in second["questions"]] == [q["pass_rate"] for q in first["questions"]]
