@@ -128,7 +128,7 @@ def cmd_eval_scaling(args) -> None:
     cfg = ScalingConfig(args.task, args.level, parse_list(args.strategies, "strategies"), parse_budgets(args.budgets),
                         n=args.n, samples=args.samples, seed=args.seed, max_tokens=args.max_tokens, model=args.model,
                         verifier=args.verifier, base_quantile=args.base_quantile, policy=args.policy,
-                        sample_temperature=args.sample_temperature)
+                        sample_temperature=args.sample_temperature, aggregation=args.aggregation)
     from ponder.think.registry import NEEDS_VERIFIER
 
     needs = [s for s in cfg.strategies if s in NEEDS_VERIFIER]
@@ -343,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--policy", help="adaptive's policy table, a YAML or JSON file (see ponder/think/adaptive.py)")
     es.add_argument("--sample-temperature", type=float,
                     help="temperature of every strategy that samples (default: each strategy's own, 0.8)")
+    es.add_argument("--aggregation", choices=["last", "min", "prod"],
+                    help="how verified strategies combine a chain's step scores (default: the verifier's own)")
     es.add_argument("-n", type=int, default=64, help="held-out questions")
     es.add_argument("--samples", type=int, default=16, help="sampled chains per question for its pass rate (bins)")
     es.add_argument("--model", default="built-in")

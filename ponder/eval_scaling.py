@@ -34,6 +34,7 @@ from typing import Any, Callable
 from ponder import PonderError
 from ponder.engine.base import Engine, SamplingParams
 from ponder.model.chat import ChatFormat
+from ponder.reward.base import check_aggregation
 from ponder.tasks import Problem, get_task
 from ponder.think.base import split_completion
 from ponder.think.registry import NEEDS_VERIFIER, STRATEGIES, TAKES_VERIFIER, build_strategy, scaled_params
@@ -53,6 +54,7 @@ class ScalingConfig:
     max_tokens: int = 768  # cap on one chain
     temperature: float = 0.8  # of the pass-rate samples
     sample_temperature: float | None = None  # of every strategy that samples; None: their own default (0.8)
+    aggregation: str | None = None  # how verified strategies combine step scores; None: the verifier's own
     base_quantile: float = 0.9  # the base budget: this quantile of the greedy chains' lengths
     chunk: int = 64  # questions per solve_batch call
     model: str = ""  # recorded, and part of the resume key
@@ -74,6 +76,8 @@ class ScalingConfig:
                         ("max_tokens", self.max_tokens)):
             if v < 1:
                 raise PonderError(f"{what} must be >= 1, got {v}")
+        if self.aggregation is not None:
+            check_aggregation(self.aggregation)
         if self.sample_temperature is not None and not 0 <= self.sample_temperature <= 2:
             raise PonderError(f"sample_temperature must be in [0, 2], got {self.sample_temperature}")
         if not 0 < self.base_quantile <= 1:
@@ -140,9 +144,9 @@ def pass_rates(engine: Engine, chat: ChatFormat, task_name: str, problems: list[
 class _Cache:
     """Finished pieces of a run, keyed by the settings that decide them (cells.jsonl).
 
-    `key` covers every setting; `free_key` all but the verifier, for the pieces that never call it (the
-    greedy chains, the pass rates, cot and majority cells), so a rerun with another verifier in the same
-    folder reuses them. A piece written under `key` by an older run is still found."""
+    `key` covers every setting; `free_key` all but the verifier and its aggregation, for the pieces that
+    never call it (the greedy chains, the pass rates, cot and majority cells), so a rerun with another
+    verifier in the same folder reuses them. A piece written under `key` by an older run is still found."""
 
     path: Path | None
     key: str
@@ -185,8 +189,9 @@ def run_scaling(engine: Engine, chat: ChatFormat, cfg: ScalingConfig, problems: 
     task = get_task(cfg.task)
     # the policy keys only adaptive's cells: other cells (and the pass rates) are reused across policies
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("strategies", "budgets", "chunk", "policy")}
-    if cfg.sample_temperature is None:  # runs from before the option keep their key
-        del settings["sample_temperature"]
+    for opt in ("sample_temperature", "aggregation"):
+        if settings[opt] is None:  # runs from before the option keep their key
+            del settings[opt]
     policy, policy_tag = None, ""
     if cfg.policy is not None:
         from ponder.think.adaptive import load_policy
@@ -197,7 +202,8 @@ def run_scaling(engine: Engine, chat: ChatFormat, cfg: ScalingConfig, problems: 
     def digest(d: dict) -> str:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
-    key, free_key = digest(settings), digest({k: v for k, v in settings.items() if k != "verifier"})
+    key, free_key = digest(settings), digest({k: v for k, v in settings.items()
+                                              if k not in ("verifier", "aggregation")})
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     cache = _Cache(out / "cells.jsonl" if out is not None else None, key, free_key)
@@ -244,6 +250,8 @@ def run_scaling(engine: Engine, chat: ChatFormat, cfg: ScalingConfig, problems: 
                     params["policy"] = policy
                 if name != "cot" and cfg.sample_temperature is not None:
                     params["temperature"] = cfg.sample_temperature
+                if name in NEEDS_VERIFIER + TAKES_VERIFIER:
+                    params["aggregation"] = cfg.aggregation
                 s = build_strategy(name, engine, chat, verifier, max_tokens=cfg.max_tokens, seed=cfg.seed,
                                    answer_key=task.normalize, **params)
                 return solve(s, m * base, m)
@@ -257,7 +265,8 @@ def run_scaling(engine: Engine, chat: ChatFormat, cfg: ScalingConfig, problems: 
     nb = max(binned) + 1
     return {
         "task": cfg.task, "level": cfg.level, "n": n, "seed": cfg.seed, "model": cfg.model,
-        "verifier": cfg.verifier, "policy": cfg.policy, "sample_temperature": cfg.sample_temperature, "samples": cfg.samples, "base_tokens": base, "base_quantile": cfg.base_quantile,
+        "verifier": cfg.verifier, "policy": cfg.policy, "sample_temperature": cfg.sample_temperature,
+        "aggregation": cfg.aggregation, "samples": cfg.samples, "base_tokens": base, "base_quantile": cfg.base_quantile,
         "greedy_mean_tokens": round(sum(t for _, t in g) / n, 1), "multipliers": cfg.budgets,
         "strategies": cfg.strategies, "greedy_accuracy": round(sum(ok for ok, _ in g) / n, 4),
         "bins": [{"bin": b + 1, "questions": sum(1 for x in binned if x == b),
@@ -297,7 +306,9 @@ def markdown(report: dict[str, Any]) -> str:
              f"{report['samples']} samples per question."
              + (f" adaptive's policy: `{report['policy']}`." if report.get("policy") else "")
              + (f" Strategies sample at temperature {report['sample_temperature']:g}."
-                if report.get("sample_temperature") is not None else ""), "", "| bin | questions | pass rate |", "| --- | --- | --- |"]
+                if report.get("sample_temperature") is not None else "")
+             + (f" Verifier scores aggregated by `{report['aggregation']}`." if report.get("aggregation") else ""),
+             "", "| bin | questions | pass rate |", "| --- | --- | --- |"]
     for b in report["bins"]:
         lines.append(f"| {b['bin']} | {b['questions']} | {b['pass_rate_min']:.2f}-{b['pass_rate_max']:.2f} |")
     head = "| strategy | budget (x B) | budget (tokens) | tokens/question | accuracy | " + \

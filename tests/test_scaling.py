@@ -263,3 +263,17 @@ def test_another_verifier_in_the_same_folder_reuses_what_never_called_the_verifi
     before, after = ({r["strategy"]: r for r in rep["results"]} for rep in (first, second))
     assert after["majority"] == before["majority"] and after["cot"] == before["cot"]
     assert [q["pass_rate"] for q in second["questions"]] == [q["pass_rate"] for q in first["questions"]]
+
+
+def test_an_aggregation_override_keys_the_verified_cells_and_is_recorded(tmp_path):
+    problems = heldout_problems("add", 3, 10)
+    skills = [8, 8, 7, 6, 4, 3, 2, 1, 0, 0]
+    cfg = ScalingConfig("add", 3, ["cot", "best_of_n"], [2], n=10, samples=8, verifier="prm")
+    run_scaling(SkillEngine(problems, skills), CHAT, cfg, problems, CountingVerifier(), out=tmp_path, progress=False)
+    engine = SkillEngine(problems, skills)
+    report = run_scaling(engine, CHAT, replace(cfg, aggregation="prod"), problems, CountingVerifier(), out=tmp_path,
+                         progress=False)
+    assert sum(engine.drawn) == 2 * len(problems)  # best_of_n again, with the other aggregation; the rest read back
+    assert report["aggregation"] == "prod" and "aggregated by `prod`" in markdown(report)
+    with pytest.raises(PonderError, match="unknown score aggregation 'mean'"):
+        replace(cfg, aggregation="mean")
