@@ -176,6 +176,10 @@ class _Cache:
         return value
 
 
+def _digest(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def run_scaling(engine: Engine, chat: ChatFormat, cfg: ScalingConfig, problems: list[Problem], verifier=None,
                 out: Path | None = None, progress: bool = True) -> dict[str, Any]:
     """Base, pass rates and difficulty bins, then every (strategy, multiplier) cell; the report as a dict."""
@@ -199,11 +203,8 @@ def run_scaling(engine: Engine, chat: ChatFormat, cfg: ScalingConfig, problems: 
         policy = load_policy(cfg.policy)
         policy_tag = "/policy-" + hashlib.sha256(Path(cfg.policy).read_bytes()).hexdigest()[:8]
     settings["questions"] = [p.question for p in problems]
-    def digest(d: dict) -> str:
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
-
-    key, free_key = digest(settings), digest({k: v for k, v in settings.items()
-                                              if k not in ("verifier", "aggregation")})
+    key = _digest(settings)
+    free_key = _digest({k: v for k, v in settings.items() if k not in ("verifier", "aggregation")})
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     cache = _Cache(out / "cells.jsonl" if out is not None else None, key, free_key)
@@ -243,21 +244,22 @@ def run_scaling(engine: Engine, chat: ChatFormat, cfg: ScalingConfig, problems: 
     for name in cfg.strategies:
         for m in cfg.budgets:
             before = bar.n
+            uses_verifier = name in NEEDS_VERIFIER + TAKES_VERIFIER
 
-            def cell(name=name, m=m) -> list[list]:
+            def cell(name=name, m=m, uses_verifier=uses_verifier) -> list[list]:
                 params = scaled_params(name, m)
                 if name == "adaptive" and policy is not None:
                     params["policy"] = policy
                 if name != "cot" and cfg.sample_temperature is not None:
                     params["temperature"] = cfg.sample_temperature
-                if name in NEEDS_VERIFIER + TAKES_VERIFIER:
+                if uses_verifier:
                     params["aggregation"] = cfg.aggregation
                 s = build_strategy(name, engine, chat, verifier, max_tokens=cfg.max_tokens, seed=cfg.seed,
                                    answer_key=task.normalize, **params)
                 return solve(s, m * base, m)
 
             rows = cache.get(f"{name}/{m}" + (policy_tag if name == "adaptive" else ""), cell,
-                             verifier_free=name not in NEEDS_VERIFIER + TAKES_VERIFIER)
+                             verifier_free=not uses_verifier)
             if bar.n == before:
                 bar.update(n * m)
             results.append(_summarise(name, m, m * base, rows, binned))

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ponder.engine.base import Completion
-from ponder.model.chat import ChatFormat
+from ponder.model.chat import ChatFormat, ParsedCompletion
 from ponder.tasks import Problem, Task
 
 
@@ -33,18 +33,19 @@ class Score:
     step_error_rate: float | None = None  # share of checkable steps that are wrong; None: none checkable
 
 
-def well_formed(chat: ChatFormat, text: str, finish_reason: str) -> bool:
-    """The prompt opened the think block; the completion closes it once and then ends with an answer."""
+def well_formed(chat: ChatFormat, text: str, finish_reason: str, parsed: ParsedCompletion | None = None) -> bool:
+    """The prompt opened the think block; the completion closes it once and then ends with an answer.
+    `parsed`: `chat.parse(text)` where the caller has it already."""
     if finish_reason == "length" or chat.think_open in text or text.count(chat.think_close) != 1:
         return False
-    return bool(chat.parse(text).answer)
+    return bool((parsed if parsed is not None else chat.parse(text)).answer)
 
 
-def visible_answer(chat: ChatFormat, text: str) -> str | None:
+def visible_answer(chat: ChatFormat, text: str, parsed: ParsedCompletion | None = None) -> str | None:
     """The answer after the think block, or None when the block never closed."""
     if chat.think_close not in text:
         return None
-    return chat.parse(text).answer
+    return (parsed if parsed is not None else chat.parse(text)).answer
 
 
 def score(task: Task, problem: Problem, chat: ChatFormat, completion: Completion, *,
@@ -54,11 +55,10 @@ def score(task: Task, problem: Problem, chat: ChatFormat, completion: Completion
     - step_error_penalty * wrong steps / checkable steps (a truncated completion: -length_penalty)."""
     if completion.finish_reason == "length":
         return Score(-float(length_penalty), False, False, True)
-    text = completion.text
-    parsed = chat.parse(text)  # once: this runs for every completion of every RL step
-    closed_once = chat.think_open not in text and text.count(chat.think_close) == 1
-    correct = chat.think_close in text and parsed.answer is not None and task.check(problem, parsed.answer)
-    formatted = closed_once and bool(parsed.answer)
+    parsed = chat.parse(completion.text)  # once: this runs for every completion of every RL step
+    answer = visible_answer(chat, completion.text, parsed)
+    correct = answer is not None and task.check(problem, answer)
+    formatted = well_formed(chat, completion.text, completion.finish_reason, parsed)
     checked, wrong = task.step_errors(parsed.reasoning)
     error_rate = wrong / checked if checked else None
     reward = (correct_weight * correct + format_weight * formatted

@@ -137,9 +137,10 @@ class Kept:
 def is_correct(task: Task, problem: Problem, chat: ChatFormat, c: Completion) -> bool:
     """The think block closed, an answer follows it, and it passes the task's check on `problem`
     (always the plain problem, never the hinted one)."""
-    if not well_formed(chat, c.text, c.finish_reason):
+    parsed = chat.parse(c.text)
+    if not well_formed(chat, c.text, c.finish_reason, parsed):
         return False
-    answer = visible_answer(chat, c.text)
+    answer = visible_answer(chat, c.text, parsed)
     return answer is not None and task.check(problem, answer)
 
 
