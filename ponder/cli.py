@@ -88,7 +88,8 @@ def _search_strategy(args, engine, chat):
             raise PonderError("--policy is for --strategy adaptive")
         policy = load_policy(args.policy)
     return build_strategy(args.strategy, engine, chat, verifier, max_tokens=args.max_tokens, seed=args.seed,
-                          n=args.n, beam_width=args.beam_width, expansions=args.expansions, policy=policy)
+                          n=args.n, beam_width=args.beam_width, expansions=args.expansions,
+                          finished_chains=args.finished_chains, policy=policy)
 
 
 def cmd_eval(args) -> None:
@@ -316,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("-n", type=int, help="chains for majority, best_of_n and dvts; attempts for revise")
     a.add_argument("--beam-width", type=int, help="chains beam search keeps")
     a.add_argument("--expansions", type=int, help="next steps sampled per kept chain (beam, dvts)")
+    a.add_argument("--finished-chains", type=int,
+                   help="beam, dvts: answers a group collects before it stops (default: its width)")
     a.add_argument("--show-tree", action="store_true", help="print the search tree (steps, scores, chosen path)")
     a.set_defaults(func=cmd_ask)
 

@@ -74,6 +74,23 @@ def test_beam_picks_among_finished_chains_by_the_verifiers_aggregation_not_the_n
     assert last.answer == "1"
 
 
+def test_a_narrow_beam_that_collects_more_finished_chains_searches_on_past_its_first_answer():
+    # a answers at once (a weak 1); its sibling b is still open. Classic beam search stops at the first
+    # answer of its one-wide beam; asked for two finished chains, it goes on from b and the verifier
+    # chooses between the answers.
+    world = WorldEngine(["a</think>1<|end|>", "b\nb2</think>2<|end|>", "b\nb3</think>2<|end|>"])
+    v = TableVerifier({"a": 0.9, "b": 0.6, "=1": 0.3, "=2": 0.8})
+    classic = BeamSearch(world, CHAT, v, beam_width=1, expansions=2).solve(Q)
+    assert classic.answer == "1" and [n.text for n in classic.tree.children if n.children] == []
+    world.generated = 0
+    on = BeamSearch(world, CHAT, v, beam_width=1, expansions=2, finished_chains=2).solve(Q)
+    assert on.answer == "2" and on.reasoning in ("b\nb2", "b\nb3")
+    assert [n.text for n in on.tree.children if n.children] == ["b"]
+    assert on.usage.completion_tokens == world.generated
+    with pytest.raises(PonderError, match="finished_chains must be >= 1"):
+        BeamSearch(world, CHAT, v, finished_chains=0)
+
+
 def test_dvts_keeps_one_chain_per_subtree():
     world = WorldEngine(["a\naa</think>1<|end|>", "b\nbb</think>2<|end|>", "c\ncc</think>3<|end|>",
                          "d\ndd</think>4<|end|>"])
@@ -125,6 +142,8 @@ STRATEGIES = {
     "beam": lambda e, v: BeamSearch(e, CHAT, v, beam_width=2, expansions=3, max_step_tokens=12),
     "beam_lookahead": lambda e, v: BeamSearch(e, CHAT, v, beam_width=2, expansions=2, lookahead=2,
                                               max_step_tokens=12),
+    "beam_collecting": lambda e, v: BeamSearch(e, CHAT, v, beam_width=1, expansions=3, finished_chains=5,
+                                               max_step_tokens=12),
     "dvts": lambda e, v: DVTS(e, CHAT, v, n=6, expansions=2, max_step_tokens=12),
     "mcts": lambda e, v: MCTS(e, CHAT, v, simulations=10, expansions=2, max_step_tokens=12),
 }

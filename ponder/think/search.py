@@ -6,8 +6,12 @@ separator). Each round, every kept chain is expanded by sampling
 its best. Beam search is one group of `beam_width` chains; DVTS splits the same
 work into `n // expansions` independent groups of one chain each, so the
 subtrees stay diverse. A chain that closes its thinking and answers is
-finished and leaves its group. The answer is picked among finished chains
-(the best one, or the best answer by summed score).
+finished and leaves its group; a group stops once it holds `finished_chains`
+finished chains (its width by default: classic beam search, where each answer
+takes a beam's slot). More than the width lets a narrow beam search on after its
+first answer, so that the verifier chooses among several (as Snell et al.'s
+beam search collects N). The answer is picked among finished chains (the best
+one, or the best answer by summed score).
 
 Two ways to read the verifier. While searching, a chain is ranked by
 `step_aggregation` of its step scores, "last" by default: a Math-Shepherd PRM's
@@ -91,15 +95,16 @@ class StepSearch(Strategy):
     name = "step search"
 
     def __init__(self, engine, chat, verifier: Verifier, *, groups: int, width: int, expansions: int,
-                 lookahead: int = 0, weighted: bool = True, aggregation: str | None = None,
-                 step_aggregation: str = "last", temperature: float = 0.8, top_p: float = 1.0,
-                 seed: int | None = 0, max_depth: int = 64,
+                 lookahead: int = 0, finished_chains: int | None = None, weighted: bool = True,
+                 aggregation: str | None = None, step_aggregation: str = "last", temperature: float = 0.8,
+                 top_p: float = 1.0, seed: int | None = 0, max_depth: int = 64,
                  max_step_tokens: int = 128, answer_reserve: int = 16, answer_tokens: int = 64, **kw) -> None:
         super().__init__(engine, chat, **kw)
+        finished_chains = width if finished_chains is None else finished_chains
         for what, v, least in (("groups", groups, 1), ("width", width, 1), ("expansions", expansions, 1),
-                               ("lookahead", lookahead, 0), ("max_depth", max_depth, 1),
-                               ("max_step_tokens", max_step_tokens, 1), ("answer_reserve", answer_reserve, 0),
-                               ("answer_tokens", answer_tokens, 1)):
+                               ("lookahead", lookahead, 0), ("finished_chains", finished_chains, 1),
+                               ("max_depth", max_depth, 1), ("max_step_tokens", max_step_tokens, 1),
+                               ("answer_reserve", answer_reserve, 0), ("answer_tokens", answer_tokens, 1)):
             if v < least:
                 raise PonderError(f"{self.name}: {what} must be >= {least}, got {v}")
         caps = engine.capabilities
@@ -108,6 +113,7 @@ class StepSearch(Strategy):
         self.verifier, self.aggregation = verifier_setup(verifier, aggregation, self.name)
         self.step_aggregation = check_aggregation(step_aggregation)
         self.groups, self.width, self.expansions, self.lookahead = groups, width, expansions, lookahead
+        self.finished_chains = finished_chains
         self.weighted, self.temperature, self.top_p, self.seed = weighted, temperature, top_p, seed
         self.max_depth, self.max_step_tokens = max_depth, max_step_tokens
         self.answer_reserve, self.answer_tokens = answer_reserve, answer_tokens
@@ -293,7 +299,8 @@ class StepSearch(Strategy):
             ch.score = ch.node.score = aggregate(scores, self.step_aggregation)
 
     def _select(self, states: list[_State], fresh: list[list[Chain]]) -> None:
-        """Finished chains leave their group; each group keeps its best open chains."""
+        """Finished chains leave their group; each group keeps its best open chains while it still
+        needs finished ones."""
         for s, cands in zip(states, fresh):
             s.finals += [ch for ch in cands if ch.answer is not None]
             for g in {ch.group for ch in cands}:
@@ -302,7 +309,8 @@ class StepSearch(Strategy):
                 distinct: dict[tuple[str, ...], Chain] = {}  # a step sampled twice must not take two slots
                 for ch in open_:
                     distinct.setdefault(tuple(ch.steps), ch)
-                s.beams += [(ch, self.expansions) for ch in list(distinct.values())[: max(0, self.width - done)]]
+                slots = max(0, min(self.width, self.finished_chains - done))
+                s.beams += [(ch, self.expansions) for ch in list(distinct.values())[:slots]]
                 for ch in open_:
                     self._remember_open(s, ch)
 
