@@ -201,9 +201,34 @@ def test_an_orm_trains_only_the_final_position_and_resume_continues_exactly(tmp_
         train_prm(_cfg(tmp_path, micro_dir, "cut", kind="orm"))
 
 
+def test_the_best_evaluation_is_the_final_model_and_patience_stops_training_for_good(tmp_path, micro_dir):
+    # Ranked by the highest held-out loss, the best model is the first one evaluated: the loss falls.
+    kw = dict(eval_steps=10, save_steps=10, max_steps=50, metric_for_best_model="loss", greater_is_better=True)
+    cfg = _cfg(tmp_path, micro_dir, "best", load_best_model_at_end=True, early_stopping_patience=2, **kw)
+    final = train_prm(cfg)
+
+    def records():
+        return [json.loads(line) for line in (tmp_path / "best" / "metrics.jsonl").read_text().splitlines()]
+
+    assert max(r["step"] for r in records() if "loss" in r) == 30  # two evaluations without a new best
+    assert json.loads((tmp_path / "best" / "best.json").read_text())["step"] == 10
+    assert [r["best_step"] for r in records() if "eval/loss" in r] == [10, 10, 10]
+    first = train_prm(_cfg(tmp_path, micro_dir, "first", **{**kw, "max_steps": 10}))
+    a, b = load_file(final / "model.safetensors"), load_file(first / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+    before = records()
+    train_prm(cfg, resume=True)  # a stopped run stays stopped
+    assert records() == before
+    with pytest.raises(PonderError, match="held-out evaluations"):
+        PRMConfig(load_best_model_at_end=True, eval_fraction=0.0)
+
+
 @pytest.mark.parametrize("field, value, message", [
     ("rollouts", 0, "rollouts"), ("sample_temperature", 0.0, "sampling"), ("levels", [99], "levels"),
     ("eval_fraction", 1.0, "eval_fraction"), ("learning_rate", -1.0, "learning_rate"),
+    ("metric_for_best_model", "accuracy", "metric_for_best_model"),
+    ("early_stopping_patience", 0, "early_stopping_patience"),
 ])
 def test_bad_config_is_refused_naming_the_field(field, value, message):
     with pytest.raises(PonderError, match=message):

@@ -74,6 +74,11 @@ class PRMConfig:
     logging_steps: int = 10
     save_steps: int = 100
     save_total_limit: int = 2
+    # the held-out evaluation's best model: kept in output_dir/best, the final model with this on
+    load_best_model_at_end: bool = False
+    metric_for_best_model: Literal["loss", "final_acc", "step_acc", "select_acc"] = "loss"
+    greater_is_better: bool | None = None  # default: False for loss, True for the accuracies
+    early_stopping_patience: int | None = None  # evaluations without a new best before training stops
     seed: int = 0
     torch_threads: int | None = None
 
@@ -87,6 +92,14 @@ class PRMConfig:
                 raise PonderError(f"config field {name!r} must be > 0, got {getattr(self, name)}")
         if not 0 <= self.eval_fraction < 1:
             raise PonderError(f"config field 'eval_fraction' must be in [0, 1), got {self.eval_fraction}")
+        if self.metric_for_best_model not in BEST_METRICS:
+            raise PonderError(f"config field 'metric_for_best_model' must be one of {', '.join(BEST_METRICS)}, "
+                              f"got {self.metric_for_best_model!r}")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise PonderError(f"config field 'early_stopping_patience' must be >= 1, got {self.early_stopping_patience}")
+        if (self.load_best_model_at_end or self.early_stopping_patience) and not (self.eval_fraction and self.eval_steps):
+            raise PonderError("load_best_model_at_end and early_stopping_patience need held-out evaluations: "
+                              "set eval_fraction and eval_steps above 0")
         if self.sample_temperature <= 0:
             raise PonderError("config field 'sample_temperature' must be > 0: Monte-Carlo labels need sampling")
         if self.labels_path is None:
@@ -95,6 +108,9 @@ class PRMConfig:
             if bad or not self.levels:
                 raise PonderError(f"config field 'levels': task {task.name!r} has levels 1..{task.max_level}, "
                                   f"got {self.levels}")
+
+
+BEST_METRICS = ("loss", "final_acc", "step_acc", "select_acc")
 
 
 # -- phase 1: labels ----------------------------------------------------------
@@ -233,6 +249,43 @@ def evaluate_verifier(rm: RewardModel, chains: list[LabelledChain], kind: str, l
             "eval/problems": len(picks)}
 
 
+@dataclass
+class BestModel:
+    """The best held-out evaluation so far (and its model in `output_dir/best` when it is to be loaded
+    at the end); `best.json` carries it across a resume, so patience and the pick survive a kill."""
+
+    out: Path
+    metric: str
+    greater: bool
+    keep_model: bool
+    step: int | None = None
+    value: float | None = None
+
+    @classmethod
+    def open(cls, out: Path, cfg: PRMConfig) -> BestModel:
+        greater = cfg.metric_for_best_model != "loss" if cfg.greater_is_better is None else cfg.greater_is_better
+        best = cls(out, cfg.metric_for_best_model, greater, cfg.load_best_model_at_end)
+        path = out / "best.json"
+        if path.exists():
+            d = json.loads(path.read_text())
+            if d.get("metric") == best.metric:
+                best.step, best.value = d["step"], d["value"]
+        return best
+
+    def offer(self, step: int, metrics: dict[str, float], rm: RewardModel) -> bool:
+        value = metrics[f"eval/{self.metric}"]
+        if self.value is not None and not (value > self.value if self.greater else value < self.value):
+            return False
+        if self.keep_model:
+            rm.save(self.out / "best")
+        self.step, self.value = step, value
+        _write_atomic(self.out / "best.json", json.dumps({"metric": self.metric, "step": step, "value": value}))
+        return True
+
+    def patience_spent(self, step: int, patience: int | None, eval_steps: int) -> bool:
+        return patience is not None and self.step is not None and step - self.step >= patience * eval_steps
+
+
 def _build(cfg: PRMConfig, ckpt: Path | None) -> RewardModel:
     """A fresh reward model on the policy's body, or the one in a checkpoint being resumed."""
     if ckpt is None:
@@ -283,8 +336,9 @@ def train_prm(cfg: PRMConfig, resume: bool = False, config_text: str | None = No
     features = None if cfg.train_body else body_features(rm, train)
     rm.model.train()
     step, seconds = state["step"], state["seconds"]
+    best = BestModel.open(out, cfg)
     bar = progress(cfg.max_steps, step, f"{cfg.kind} {out.name}")
-    while step < cfg.max_steps:
+    while step < cfg.max_steps and not best.patience_spent(step, cfg.early_stopping_patience, cfg.eval_steps):
         t0 = time.perf_counter()
         rng = random.Random(cfg.seed * 1_000_003 + step)
         picked = [rng.randrange(len(train)) for _ in range(cfg.per_device_train_batch_size)]
@@ -308,12 +362,20 @@ def train_prm(cfg: PRMConfig, resume: bool = False, config_text: str | None = No
             bar.set_postfix(loss=f"{loss:.4f}")
         if held and cfg.eval_steps and (step % cfg.eval_steps == 0 or step == cfg.max_steps):
             rm.model.eval()
-            log.log({"step": step, **evaluate_verifier(rm, held, cfg.kind, cfg.label)})
+            metrics = evaluate_verifier(rm, held, cfg.kind, cfg.label)
+            if best.offer(step, metrics, rm):
+                bar.set_postfix(best=f"{best.value:.4f}@{step}")
+            log.log({"step": step, **metrics, "best_step": best.step})
             rm.model.train()
-        if step % cfg.save_steps == 0 or step == cfg.max_steps:
+        stop = best.patience_spent(step, cfg.early_stopping_patience, cfg.eval_steps)
+        if step % cfg.save_steps == 0 or step == cfg.max_steps or stop:
             save_checkpoint(out, step, rm.model, rm.tokenizer, opt, {"seconds": seconds}, keep=cfg.save_total_limit)
+        if stop:
+            log.log({"step": step, "early_stop": True, "best_step": best.step, f"best_{best.metric}": best.value})
     bar.close()
     rm.model.eval()
+    if cfg.load_best_model_at_end and (out / "best").exists():
+        rm = RewardModel.load(out / "best")
     final = rm.save(out / "model")
     log.close()
     return final
