@@ -23,31 +23,21 @@ def main() -> None:
     ap.add_argument("--budgets", default="2,4", help="multipliers of B, the 0.9 quantile of greedy lengths")
     args = ap.parse_args()
     s = load(args)
-    from ponder.eval_scaling import base_budget, parse_budgets
-    from ponder.think.sampling import ChainOfThought
+    from ponder.eval_scaling import parse_budgets
     from ponder.think.search import BeamSearch
     from ponder.think.verified import BestOfN
 
-    engine, chat, task, verifier, problems, questions = s.engine, s.chat, s.task, s.verifier, s.problems, s.questions
-    common = {"max_tokens": 768, "seed": args.seed, "answer_key": task.normalize}
-
-    def run(strategy, budget: int | None) -> tuple[list[bool], float]:
-        thoughts = [t for i in range(0, args.n, 64) for t in strategy.solve_batch(questions[i:i + 64], budget)]
-        right = [bool(task.check(p, t.answer)) for p, t in zip(problems, thoughts)]
-        return right, sum(t.usage.completion_tokens for t in thoughts) / args.n
-
-    greedy = ChainOfThought(engine, chat, **common).solve_batch(questions)
-    base = base_budget([t.usage.completion_tokens for t in greedy], 0.9)
-    right = sum(bool(task.check(p, t.answer)) for p, t in zip(problems, greedy))
-    print(json.dumps({"base": base, "greedy_accuracy": right / args.n}), flush=True)
+    common = {"max_tokens": 768, "seed": args.seed, "answer_key": s.task.normalize}
+    greedy, base = s.greedy_base(**common)
+    print(json.dumps({"base": base, "greedy_accuracy": greedy}), flush=True)
     for m in parse_budgets(args.budgets):
-        bon, bon_tokens = run(BestOfN(engine, chat, verifier, n=m, **common), m * base)
+        bon, bon_tokens = s.run(BestOfN(s.engine, s.chat, s.verifier, n=m, **common), m * base)
         print(json.dumps({"x_B": m, "strategy": "best_of_n", "accuracy": sum(bon) / args.n,
                           "tokens": round(bon_tokens, 1)}), flush=True)
         for finished in (None, m):
-            beam = BeamSearch(engine, chat, verifier, beam_width=max(1, m // 4), expansions=min(4, m),
+            beam = BeamSearch(s.engine, s.chat, s.verifier, beam_width=max(1, m // 4), expansions=min(4, m),
                               finished_chains=finished, **common)
-            right, tokens = run(beam, m * base)
+            right, tokens = s.run(beam, m * base)
             diff, se = paired(right, bon)
             print(json.dumps({"x_B": m, "strategy": "beam", "finished_chains": finished or max(1, m // 4),
                               "accuracy": sum(right) / args.n, "tokens": round(tokens, 1),

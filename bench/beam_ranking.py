@@ -19,27 +19,18 @@ def main() -> None:
     ap.add_argument("--budgets", default="1,2,4", help="multipliers of B, the 0.9 quantile of greedy lengths")
     args = ap.parse_args()
     s = load(args)
-    from ponder.eval_scaling import base_budget, parse_budgets
-    from ponder.think.sampling import ChainOfThought
+    from ponder.eval_scaling import parse_budgets
     from ponder.think.search import BeamSearch
 
-    engine, chat, task, verifier, problems, questions = s.engine, s.chat, s.task, s.verifier, s.problems, s.questions
-
-    def score(thoughts) -> tuple[float, float]:
-        right = sum(bool(task.check(p, t.answer)) for p, t in zip(problems, thoughts))
-        return right / args.n, sum(t.usage.completion_tokens for t in thoughts) / args.n
-
-    greedy = ChainOfThought(engine, chat, max_tokens=768, answer_key=task.normalize).solve_batch(questions)
-    base = base_budget([t.usage.completion_tokens for t in greedy], 0.9)
-    print(json.dumps({"base": base, "greedy_accuracy": score(greedy)[0]}), flush=True)
+    greedy, base = s.greedy_base(max_tokens=768, answer_key=s.task.normalize)
+    print(json.dumps({"base": base, "greedy_accuracy": greedy}), flush=True)
     for m in parse_budgets(args.budgets):
         for ranking in ("min", "last"):
-            beam = BeamSearch(engine, chat, verifier, beam_width=max(1, m // 4), expansions=min(4, m),
-                              step_aggregation=ranking, max_tokens=768, seed=args.seed, answer_key=task.normalize)
-            thoughts = [t for i in range(0, args.n, 64) for t in beam.solve_batch(questions[i:i + 64], m * base)]
-            acc, tokens = score(thoughts)
-            print(json.dumps({"x_B": m, "step_aggregation": ranking, "accuracy": acc, "tokens": round(tokens, 1)}),
-                  flush=True)
+            beam = BeamSearch(s.engine, s.chat, s.verifier, beam_width=max(1, m // 4), expansions=min(4, m),
+                              step_aggregation=ranking, max_tokens=768, seed=args.seed, answer_key=s.task.normalize)
+            right, tokens = s.run(beam, m * base)
+            print(json.dumps({"x_B": m, "step_aggregation": ranking, "accuracy": sum(right) / args.n,
+                              "tokens": round(tokens, 1)}), flush=True)
 
 
 if __name__ == "__main__":

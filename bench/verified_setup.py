@@ -31,6 +31,22 @@ class Setup:
     def questions(self) -> list[str]:
         return [p.question for p in self.problems]
 
+    def run(self, strategy, budget: int | None, chunk: int = 64) -> tuple[list[bool], float]:
+        """Whether each question was answered right, and the mean generated tokens per question."""
+        qs = self.questions
+        thoughts = [t for i in range(0, len(qs), chunk) for t in strategy.solve_batch(qs[i:i + chunk], budget)]
+        right = [bool(self.task.check(p, t.answer)) for p, t in zip(self.problems, thoughts)]
+        return right, sum(t.usage.completion_tokens for t in thoughts) / len(qs)
+
+    def greedy_base(self, **common) -> tuple[float, int]:
+        """Greedy accuracy and B, the 0.9 quantile of greedy chain lengths (as `eval scaling` sets it)."""
+        from ponder.eval_scaling import base_budget
+        from ponder.think.sampling import ChainOfThought
+
+        greedy = ChainOfThought(self.engine, self.chat, **common).solve_batch(self.questions)
+        right = sum(bool(self.task.check(p, t.answer)) for p, t in zip(self.problems, greedy))
+        return right / len(greedy), base_budget([t.usage.completion_tokens for t in greedy], 0.9)
+
 
 def load(args: argparse.Namespace) -> Setup:
     torch.set_num_threads(args.threads)
