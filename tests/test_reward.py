@@ -212,7 +212,7 @@ def test_the_best_evaluation_is_the_final_model_and_patience_stops_training_for_
 
     assert max(r["step"] for r in records() if "loss" in r) == 30  # two evaluations without a new best
     assert json.loads((tmp_path / "best" / "best.json").read_text())["step"] == 10
-    assert [r["best_step"] for r in records() if "eval/loss" in r] == [10, 10, 10]
+    assert records()[-1]["early_stop"] == "no better loss in 2 evaluations since step 10"
     first = train_prm(_cfg(tmp_path, micro_dir, "first", **{**kw, "max_steps": 10}))
     a, b = load_file(final / "model.safetensors"), load_file(first / "model.safetensors")
     for k in a:

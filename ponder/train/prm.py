@@ -365,13 +365,14 @@ def train_prm(cfg: PRMConfig, resume: bool = False, config_text: str | None = No
             metrics = evaluate_verifier(rm, held, cfg.kind, cfg.label)
             if best.offer(step, metrics, rm):
                 bar.set_postfix(best=f"{best.value:.4f}@{step}")
-            log.log({"step": step, **metrics, "best_step": best.step})
+            log.log({"step": step, **metrics})
             rm.model.train()
         stop = best.patience_spent(step, cfg.early_stopping_patience, cfg.eval_steps)
         if step % cfg.save_steps == 0 or step == cfg.max_steps or stop:
             save_checkpoint(out, step, rm.model, rm.tokenizer, opt, {"seconds": seconds}, keep=cfg.save_total_limit)
         if stop:
-            log.log({"step": step, "early_stop": True, "best_step": best.step, f"best_{best.metric}": best.value})
+            log.log({"step": step, "early_stop": f"no better {best.metric} in {cfg.early_stopping_patience} "
+                                                  f"evaluations since step {best.step}"})
     bar.close()
     rm.model.eval()
     if cfg.load_best_model_at_end and (out / "best").exists():
