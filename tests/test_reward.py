@@ -143,7 +143,7 @@ def test_save_and_load_give_the_same_scores(rm, tmp_path):
     before = rm.score("What is 3 + 4?", ["3+4=7"], "7")
     rm.save(tmp_path / "rm")
     back = RewardModel.load(tmp_path / "rm")
-    assert back.kind == "prm" and back.aggregation == "min"
+    assert back.kind == "prm" and back.aggregation == "last"
     assert back.score("What is 3 + 4?", ["3+4=7"], "7") == pytest.approx(before, abs=1e-6)
     assert json.loads((tmp_path / "rm" / "config.json").read_text())["architectures"] == ["LlamaForTokenClassification"]
     with pytest.raises(PonderError, match="not a reward model directory"):

@@ -7,6 +7,10 @@ on the last token of the answer. The same class is a process reward model
 (trained on every position) or an outcome reward model (trained on the last
 one only); `kind` just records which. On disk it is a standard Hugging Face
 token-classification directory with one label, plus `reward.json`.
+
+Both kinds default to reading their scores as `last`, the score after the
+answer: on cvp a PRM read that way ranked chains best and its best-of-N was
+level with or ahead of `min` at every N (BENCHMARKS.md), as Snell et al. found.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ def _quiet():
 class RewardModel:
     """Scores chains of thought, batched; see the module docstring for the layout."""
 
-    def __init__(self, model, tokenizer, chat: ChatFormat, kind: str = "prm", aggregation: str = "min",
+    def __init__(self, model, tokenizer, chat: ChatFormat, kind: str = "prm", aggregation: str = "last",
                  max_batch: int = 32) -> None:
         if kind not in KINDS:
             raise PonderError(f"reward model kind must be prm or orm, got {kind!r}")
@@ -85,8 +89,7 @@ class RewardModel:
             if head.bias is not None:
                 head.bias.zero_()
         tok = load_tokenizer(folder)
-        agg = aggregation or ("min" if kind == "prm" else "last")
-        return cls(model.eval(), tok, ChatFormat.for_tokenizer(tok), kind, agg)
+        return cls(model.eval(), tok, ChatFormat.for_tokenizer(tok), kind, aggregation or "last")
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> "RewardModel":

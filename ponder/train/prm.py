@@ -47,7 +47,7 @@ class PRMConfig:
     init: str | None = None  # the reward model's body; default: the policy's
     kind: Literal["prm", "orm"] = "prm"
     label: Literal["soft", "hard"] = "soft"
-    aggregation: Literal["last", "min", "prod"] | None = None  # saved as the model's default; min (prm), last (orm)
+    aggregation: Literal["last", "min", "prod"] | None = None  # saved as the model's default; None: last
     # labelling
     task: str = "cvp"
     levels: list[int] = field(default_factory=lambda: [1, 2, 3])
@@ -298,7 +298,7 @@ def _build(cfg: PRMConfig, ckpt: Path | None) -> RewardModel:
     tok = load_tokenizer(ckpt)
     model = AutoModelForTokenClassification.from_pretrained(ckpt, dtype=torch.float32)
     return RewardModel(model, tok, ChatFormat.for_tokenizer(tok), cfg.kind,
-                       cfg.aggregation or ("min" if cfg.kind == "prm" else "last"))
+                       cfg.aggregation or "last")
 
 
 def train_prm(cfg: PRMConfig, resume: bool = False, config_text: str | None = None) -> Path:
