@@ -5,7 +5,7 @@ questions on which they disagree, much smaller than two independent accuracies' 
 the standard error here is that of the mean per-question difference.
 
     python bench/scaling_pairs.py runs/A/scaling.json runs/B/scaling.json \\
-        --pairs beam@2:best_of_n@2 adaptive@4:majority@16 [--labels A,B]
+        --pairs beam@2:best_of_n@2 adaptive@4:majority@16 [--labels A,B] [--bins 1-2,3-5]
 
 A cell is `strategy@multiplier`, looked up in the reports in order (a `label:` prefix picks one report).
 """
@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("reports", nargs="+", type=Path)
     ap.add_argument("--pairs", nargs="+", required=True, help="CELL:CELL, e.g. beam@2:best_of_n@2")
     ap.add_argument("--labels", help="comma-separated names for the reports (default: their folder names, or paths)")
+    ap.add_argument("--bins", help="also each pair within groups of difficulty bins, e.g. 1-2,3-5 (1: easiest)")
     args = ap.parse_args(argv)
     labels = args.labels.split(",") if args.labels else [p.parent.name for p in args.reports]
     if len(set(labels)) != len(labels):  # reports side by side in one folder
@@ -54,16 +55,28 @@ def main(argv: list[str] | None = None) -> int:
     if len(questions) != 1:
         sys.exit("scaling_pairs: the reports are not on the same questions")
     table = cells(reports)
+    bins = [q.get("bin", 0) for q in next(iter(reports.values()))["questions"]]
+    groups = [("", list(range(len(bins))))] + [
+        (f" [bins {g}]", [i for i, b in enumerate(bins) if b in _bin_range(g)]) for g in (args.bins or "").split(",") if g]
+    if any(not idx for _, idx in groups):
+        sys.exit(f"scaling_pairs: no questions in one of the bin groups {args.bins!r}")
     print("| A | B | A | B | A - B | SE |\n|---|---|---:|---:|---:|---:|")
     for pair in args.pairs:
         left, right = _split(pair)
         if left not in table or right not in table:
             sys.exit(f"scaling_pairs: unknown pair {pair!r}; cells are {', '.join(sorted(table))}")
         a, b = table[left], table[right]
-        diff, se = paired(a["correct"], b["correct"])
-        print(f"| {left} ({a['mean_tokens']:.0f} tok) | {right} ({b['mean_tokens']:.0f} tok) | {a['accuracy']:.1%} | "
-              f"{b['accuracy']:.1%} | {100 * diff:+.1f} | {100 * se:.1f} |")
+        for tag, idx in groups:
+            ca, cb = [a["correct"][i] for i in idx], [b["correct"][i] for i in idx]
+            diff, se = paired(ca, cb)
+            print(f"| {left}{tag} ({a['mean_tokens']:.0f} tok) | {right} ({b['mean_tokens']:.0f} tok) | "
+                  f"{sum(ca) / len(ca):.1%} | {sum(cb) / len(cb):.1%} | {100 * diff:+.1f} | {100 * se:.1f} |")
     return 0
+
+
+def _bin_range(group: str) -> range:
+    lo, _, hi = group.partition("-")
+    return range(int(lo), int(hi or lo) + 1)
 
 
 def _split(pair: str) -> tuple[str, str]:

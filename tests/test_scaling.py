@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import replace
 
 import pytest
@@ -207,10 +208,41 @@ def test_scaling_pairs_reports_the_paired_difference_and_its_error(tmp_path, cap
     assert pairs.main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--pairs", "beam@2:best_of_n@2"]) == 0
     row = capsys.readouterr().out.splitlines()[-1]
     assert "| 75.0% | 50.0% | +25.0 | 25.0 |" in row  # differences 0,1,0,0: mean 0.25, sd 0.5, se 0.25
+    for q, bin_ in zip(qs, (1, 1, 2, 2)):
+        q["bin"] = bin_
+    for name, rep in (("a", a), ("b", b)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(rep))
+    pairs.main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--pairs", "beam@2:best_of_n@2", "--bins", "1,2"])
+    rows = capsys.readouterr().out.splitlines()[-2:]
+    assert "[bins 1]" in rows[0] and "| 100.0% | 50.0% | +50.0 |" in rows[0]  # bin 1: 1,1 against 1,0
+    assert "[bins 2]" in rows[1] and "| 50.0% | 50.0% | +0.0 |" in rows[1]
     b["questions"] = qs[::-1]
     (tmp_path / "b.json").write_text(json.dumps(b))
     with pytest.raises(SystemExit, match="not on the same questions"):
         pairs.main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--pairs", "beam@2:best_of_n@2"])
+
+
+def test_compute_optimal_answers_each_half_by_the_strategy_best_per_bin_on_the_other(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    bench = Path(__file__).parents[1] / "bench"
+    sys.path.insert(0, str(bench))
+    try:
+        spec = importlib.util.spec_from_file_location("compute_optimal", bench / "compute_optimal.py")
+        opt = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(opt)
+    finally:
+        sys.path.remove(str(bench))
+    # bin 1 (questions 0-3): best_of_n is right, beam wrong; bin 2 (4-7): the other way round
+    qs = [{"question": f"q{i}", "bin": 1 if i < 4 else 2} for i in range(8)]
+    cell = lambda s, c: {"strategy": s, "multiplier": 2, "correct": c}
+    rep = {"questions": qs, "results": [cell("best_of_n", [1, 1, 1, 1, 0, 0, 0, 0]),
+                                        cell("beam", [0, 0, 0, 0, 1, 1, 1, 1])]}
+    (tmp_path / "r.json").write_text(json.dumps(rep))
+    assert opt.main([str(tmp_path / "r.json"), "--strategies", "best_of_n,beam", "--budgets", "2"]) == 0
+    row = capsys.readouterr().out.splitlines()[-1]
+    assert "| 50.0% | 50.0% | 100.0% | +50.0 (18.9) | 1:best_of_n 2:beam; 1:best_of_n 2:beam |" in row
 
 
 def test_scaling_merge_labels_cells_and_refuses_other_questions(tmp_path):
