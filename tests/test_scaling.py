@@ -243,6 +243,12 @@ def test_compute_optimal_answers_each_half_by_the_strategy_best_per_bin_on_the_o
     assert opt.main([str(tmp_path / "r.json"), "--strategies", "best_of_n,beam", "--budgets", "2"]) == 0
     row = capsys.readouterr().out.splitlines()[-1]
     assert "| 50.0% | 50.0% | 100.0% | +50.0 (18.9) | 1:best_of_n 2:beam; 1:best_of_n 2:beam |" in row
+    other = {"questions": [{**q, "question": "other " + q["question"]} for q in qs],  # the roles reversed
+             "results": [cell("best_of_n", [0, 0, 0, 0, 1, 1, 1, 1]), cell("beam", [1, 1, 1, 1, 0, 0, 0, 0])]}
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    opt.main([str(tmp_path / "r.json"), "--strategies", "best_of_n,beam", "--budgets", "2",
+              "--choose-from", str(tmp_path / "other.json")])
+    assert "| 0.0% | -50.0 (18.9) | 1:beam 2:best_of_n |" in capsys.readouterr().out.splitlines()[-1]
 
 
 def test_scaling_merge_labels_cells_and_refuses_other_questions(tmp_path):
