@@ -224,5 +224,7 @@ def test_ask_prints_the_search_tree_and_its_json(micro_dir, tmp_path, capsys):
     assert d["tree"]["children"] and d["usage"]["completion_tokens"] <= 48
     assert main(["ask", "What is 2 + 3?", "--model", str(micro_dir), "--strategy", "dvts"]) == 2
     assert "needs a verifier" in capsys.readouterr().err
+    assert main(args + ["--finished-chains", "0"]) == 2
+    assert "finished_chains must be >= 1, got 0" in capsys.readouterr().err
     assert main(["train", "prm", "--config", "/no/such.yaml"]) == 2
     assert "config file does not exist" in capsys.readouterr().err
