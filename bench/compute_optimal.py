@@ -19,15 +19,8 @@ import json
 import sys
 from pathlib import Path
 
+from scaling_pairs import cells as cells_by_name
 from scaling_pairs import paired
-
-
-def correct_by_cell(reports: list[dict]) -> dict[tuple[str, int], list[bool]]:
-    out: dict[tuple[str, int], list[bool]] = {}
-    for rep in reports:
-        for r in rep["results"]:
-            out.setdefault((r["strategy"], r["multiplier"]), r["correct"])
-    return out
 
 
 def choose(cells: dict[str, list[bool]], bins: list[int], train: list[int]) -> dict[int, str]:
@@ -39,11 +32,12 @@ def choose(cells: dict[str, list[bool]], bins: list[int], train: list[int]) -> d
     return best
 
 
-def _load(paths: list[Path]) -> tuple[list[int], dict[tuple[str, int], list[bool]]]:
+def _load(paths: list[Path]) -> tuple[list[int], dict[str, dict]]:
+    """The questions' bins, and every cell of these reports by `strategy@multiplier` (first report first)."""
     reports = [json.loads(p.read_text()) for p in paths]
     if len({tuple(q["question"] for q in r["questions"]) for r in reports}) != 1:
         sys.exit("compute_optimal: the reports are not on the same questions")
-    return [q["bin"] for q in reports[0]["questions"]], correct_by_cell(reports)
+    return [q["bin"] for q in reports[0]["questions"]], cells_by_name({str(i): r for i, r in enumerate(reports)})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,14 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     print("| budget | " + " | ".join(names) + f" | chosen per bin | chosen - {names[0]} (SE) | {where} |")
     print("|---:|" + "---:|" * len(names) + "---:|---:|---|")
     for m in (int(x) for x in args.budgets.split(",")):
-        missing = [s for s in names for t in (table, other) if (s, m) not in t]
+        missing = [s for s in names for t in (table, other) if f"{s}@{m}" not in t]
         if missing:
             sys.exit(f"compute_optimal: no cell {missing[0]}@{m} in the reports")
-        cells = {s: table[(s, m)] for s in names}
+        cells = {s: table[f"{s}@{m}"]["correct"] for s in names}
         chosen: list[bool] = [False] * len(bins)
         picks = []
         for test, train in folds:
-            rule = choose({s: other[(s, m)] for s in names}, other_bins, train)
+            rule = choose({s: other[f"{s}@{m}"]["correct"] for s in names}, other_bins, train)
             picks.append(" ".join(f"{b}:{rule[b]}" for b in sorted(rule)))
             for i in test:
                 chosen[i] = cells[rule.get(bins[i], names[0])][i]

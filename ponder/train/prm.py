@@ -258,13 +258,15 @@ class BestModel:
     metric: str
     greater: bool
     keep_model: bool
+    patience_steps: int | None  # steps without a new best before training stops; None: never
     step: int | None = None
     value: float | None = None
 
     @classmethod
     def open(cls, out: Path, cfg: PRMConfig) -> BestModel:
         greater = cfg.metric_for_best_model != "loss" if cfg.greater_is_better is None else cfg.greater_is_better
-        best = cls(out, cfg.metric_for_best_model, greater, cfg.load_best_model_at_end)
+        patience = None if cfg.early_stopping_patience is None else cfg.early_stopping_patience * cfg.eval_steps
+        best = cls(out, cfg.metric_for_best_model, greater, cfg.load_best_model_at_end, patience)
         path = out / "best.json"
         if path.exists():
             d = json.loads(path.read_text())
@@ -282,8 +284,8 @@ class BestModel:
         _write_atomic(self.out / "best.json", json.dumps({"metric": self.metric, "step": step, "value": value}))
         return True
 
-    def patience_spent(self, step: int, patience: int | None, eval_steps: int) -> bool:
-        return patience is not None and self.step is not None and step - self.step >= patience * eval_steps
+    def patience_spent(self, step: int) -> bool:
+        return self.patience_steps is not None and self.step is not None and step - self.step >= self.patience_steps
 
 
 def _build(cfg: PRMConfig, ckpt: Path | None) -> RewardModel:
@@ -338,7 +340,7 @@ def train_prm(cfg: PRMConfig, resume: bool = False, config_text: str | None = No
     step, seconds = state["step"], state["seconds"]
     best = BestModel.open(out, cfg)
     bar = progress(cfg.max_steps, step, f"{cfg.kind} {out.name}")
-    while step < cfg.max_steps and not best.patience_spent(step, cfg.early_stopping_patience, cfg.eval_steps):
+    while step < cfg.max_steps and not best.patience_spent(step):
         t0 = time.perf_counter()
         rng = random.Random(cfg.seed * 1_000_003 + step)
         picked = [rng.randrange(len(train)) for _ in range(cfg.per_device_train_batch_size)]
@@ -367,7 +369,7 @@ def train_prm(cfg: PRMConfig, resume: bool = False, config_text: str | None = No
                 bar.set_postfix(best=f"{best.value:.4f}@{step}")
             log.log({"step": step, **metrics})
             rm.model.train()
-        stop = best.patience_spent(step, cfg.early_stopping_patience, cfg.eval_steps)
+        stop = best.patience_spent(step)
         if step % cfg.save_steps == 0 or step == cfg.max_steps or stop:
             save_checkpoint(out, step, rm.model, rm.tokenizer, opt, {"seconds": seconds}, keep=cfg.save_total_limit)
         if stop:
