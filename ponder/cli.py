@@ -89,7 +89,7 @@ def _search_strategy(args, engine, chat):
         policy = load_policy(args.policy)
     return build_strategy(args.strategy, engine, chat, verifier, max_tokens=args.max_tokens, seed=args.seed,
                           n=args.n, beam_width=args.beam_width, expansions=args.expansions,
-                          finished_chains=args.finished_chains, policy=policy)
+                          finished_chains=args.finished_chains, answer_reserve=args.answer_reserve, policy=policy)
 
 
 def cmd_eval(args) -> None:
@@ -129,7 +129,8 @@ def cmd_eval_scaling(args) -> None:
     cfg = ScalingConfig(args.task, args.level, parse_list(args.strategies, "strategies"), parse_budgets(args.budgets),
                         n=args.n, samples=args.samples, seed=args.seed, max_tokens=args.max_tokens, model=args.model,
                         verifier=args.verifier, base_quantile=args.base_quantile, policy=args.policy,
-                        sample_temperature=args.sample_temperature, aggregation=args.aggregation)
+                        sample_temperature=args.sample_temperature, aggregation=args.aggregation,
+                        answer_reserve=args.answer_reserve)
     from ponder.think.registry import NEEDS_VERIFIER
 
     needs = [s for s in cfg.strategies if s in NEEDS_VERIFIER]
@@ -319,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--expansions", type=int, help="next steps sampled per kept chain (beam, dvts)")
     a.add_argument("--finished-chains", type=int,
                    help="beam, dvts: answers a group collects before it stops (default: its width)")
+    a.add_argument("--answer-reserve", type=int,
+                   help="budget tokens held back to answer from a chain the budget cuts (cot, majority, best_of_n: "
+                        "0, off; beam, dvts: 16)")
     a.add_argument("--show-tree", action="store_true", help="print the search tree (steps, scores, chosen path)")
     a.set_defaults(func=cmd_ask)
 
@@ -348,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="temperature of every strategy that samples (default: each strategy's own, 0.8)")
     es.add_argument("--aggregation", choices=["last", "min", "prod"],
                     help="how verified strategies combine a chain's step scores (default: the verifier's own)")
+    es.add_argument("--answer-reserve", type=int,
+                    help="tokens a budgeted chain holds back to answer when the budget cuts it (cot, majority, "
+                         "best_of_n, beam, dvts; default: each strategy's own)")
     es.add_argument("-n", type=int, default=64, help="held-out questions")
     es.add_argument("--samples", type=int, default=16, help="sampled chains per question for its pass rate (bins)")
     es.add_argument("--model", default="built-in")

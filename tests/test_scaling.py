@@ -315,3 +315,20 @@ def test_an_aggregation_override_keys_the_verified_cells_and_is_recorded(tmp_pat
     assert report["aggregation"] == "prod" and "aggregated by `prod`" in markdown(report)
     with pytest.raises(PonderError, match="unknown score aggregation 'mean'"):
         replace(cfg, aggregation="mean")
+
+
+def test_an_answer_reserve_reaches_the_chain_strategies_and_keys_its_own_cells(tmp_path):
+    problems = heldout_problems("add", 3, 10)
+    skills = [8, 8, 7, 6, 4, 3, 2, 1, 0, 0]
+    cfg = ScalingConfig("add", 3, ["majority"], [1], n=10, samples=8)
+    plain = run_scaling(SkillEngine(problems, skills), CHAT, cfg, problems, out=tmp_path, progress=False)
+    engine = SkillEngine(problems, skills)
+    caps = []
+    generate = engine.generate
+    engine.generate = lambda prompts, params, on_step=None: caps.append(params.max_tokens) or generate(prompts, params)
+    held = run_scaling(engine, CHAT, replace(cfg, answer_reserve=4), problems, out=tmp_path, progress=False)
+    base = held["base_tokens"]
+    assert plain["base_tokens"] == base and base - min(4, base // 4) in caps  # the first run's cells not reused
+    assert held["answer_reserve"] == 4 and "hold back 4 tokens" in markdown(held)
+    with pytest.raises(PonderError, match="answer_reserve must be >= 0"):
+        replace(cfg, answer_reserve=-1)

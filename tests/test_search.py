@@ -11,6 +11,7 @@ from ponder.model.chat import ChatFormat
 from ponder.think.base import Thought
 from ponder.think.mcts import MCTS
 from ponder.think.registry import build_strategy
+from ponder.think.sampling import ChainOfThought, MajorityVote
 from ponder.think.search import DVTS, BeamSearch
 from ponder.think.show import describe
 from ponder.think.verified import BestOfN, pick
@@ -139,6 +140,9 @@ def test_when_nothing_finishes_the_best_chain_is_closed_and_answers():
 
 STRATEGIES = {
     "best_of_n": lambda e, v: BestOfN(e, CHAT, v, n=4),
+    "best_of_n_anytime": lambda e, v: BestOfN(e, CHAT, v, n=3, answer_reserve=8),
+    "majority_anytime": lambda e, v: MajorityVote(e, CHAT, n=4, answer_reserve=8),
+    "cot_anytime": lambda e, v: ChainOfThought(e, CHAT, temperature=0.8, answer_reserve=8),
     "beam": lambda e, v: BeamSearch(e, CHAT, v, beam_width=2, expansions=3, max_step_tokens=12),
     "beam_lookahead": lambda e, v: BeamSearch(e, CHAT, v, beam_width=2, expansions=2, lookahead=2,
                                               max_step_tokens=12),

@@ -153,15 +153,6 @@ class Strategy(ABC):
 
         return self.engine.generate(prompts, params, on_step=on_step)
 
-    def sample_chains(self, questions: list[Question], budget: int | None, listener: Listener | None, *, n: int,
-                      temperature: float, top_p: float, seed: int | None) -> list[list[Completion]]:
-        """n sampled whole chains per question, sharing the budget; a tiny budget buys fewer chains."""
-        prompts = [self.prompt_of(q) for q in questions]
-        n = n if budget is None else max(1, min(n, budget))
-        params = SamplingParams(n=n, temperature=temperature, top_p=top_p, seed=seed,
-                                max_tokens=self.max_new_tokens(prompts, budget, chains=n))
-        return self.generate(prompts, params, listener)
-
     @abstractmethod
     def solve_batch(self, questions: list[Question], budget: int | None = None,
                     listener: Listener | None = None) -> list[Thought]:

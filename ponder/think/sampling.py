@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections import Counter
 
 from ponder import PonderError
-from ponder.engine.base import SamplingParams
-from ponder.think.base import Node, Question, Strategy, Thought, Usage, split_completion
+from ponder.think.anytime import ChainStrategy, Closed
+from ponder.think.base import Node, Question, Thought, Usage, split_completion
 from ponder.think.stream import Listener
 
 
-class ChainOfThought(Strategy):
+class ChainOfThought(ChainStrategy):
     """One chain of thought, greedy by default."""
 
     def __init__(self, *args, temperature: float = 0.0, top_p: float = 1.0, seed: int | None = 0, **kw) -> None:
@@ -19,20 +19,24 @@ class ChainOfThought(Strategy):
 
     def solve_batch(self, questions: list[Question], budget: int | None = None,
                     listener: Listener | None = None) -> list[Thought]:
-        prompts = [self.prompt_of(q) for q in questions]
-        params = SamplingParams(n=1, temperature=self.temperature, top_p=self.top_p, seed=self.seed,
-                                max_tokens=self.max_new_tokens(prompts, budget))
+        groups = self.sample_chains(questions, budget, listener, n=1, temperature=self.temperature, top_p=self.top_p,
+                                    seed=self.seed, stream_text=True)
+        parts = [[split_completion(self.chat, self.engine, g[0])] for g in groups]
+        closed = self.close_cut(questions, groups, parts, budget, listener)
         out = []
-        for group in self.generate(prompts, params, listener, stream_text=True):
+        for group, (part,), shut in zip(groups, parts, closed):
             c = group[0]
-            reasoning, answer, answer_tokens, finish = split_completion(self.chat, self.engine, c)
-            usage = Usage(c.prompt_tokens, c.num_tokens, c.num_tokens - answer_tokens, 1)
-            tree = Node(text=reasoning, chosen=True, visits=1)
-            out.append(Thought(answer, reasoning, usage, finish, tree))
+            reasoning, answer, answer_tokens, finish = shut.part() if shut else part
+            if shut is not None and answer and listener is not None:
+                listener.answer(len(out), answer)
+            tokens = c.num_tokens + (shut.tokens if shut else 0)
+            usage = Usage(c.prompt_tokens, tokens, tokens - answer_tokens, 1 + (shut is not None))
+            tree = Node(text=reasoning, chosen=True, visits=1, answer=answer or None)
+            out.append(Thought(answer, reasoning, usage, finish, tree, self.budget_decided(budget, group, answer, shut)))
         return out
 
 
-class MajorityVote(Strategy):
+class MajorityVote(ChainStrategy):
     """Self-consistency: sample n chains, answer with the most common final answer."""
 
     def __init__(self, *args, n: int = 5, temperature: float = 0.8, top_p: float = 1.0, seed: int | None = 0,
@@ -46,23 +50,28 @@ class MajorityVote(Strategy):
                     listener: Listener | None = None) -> list[Thought]:
         groups = self.sample_chains(questions, budget, listener, n=self.n, temperature=self.temperature,
                                     top_p=self.top_p, seed=self.seed)
-        return [self._vote(group) for group in groups]
+        parts = [[split_completion(self.chat, self.engine, c) for c in group] for group in groups]
+        closed = self.close_cut(questions, groups, parts, budget, listener)
+        return [self._vote(g, ps, shut, budget) for g, ps, shut in zip(groups, parts, closed)]
 
-    def _vote(self, group) -> Thought:
-        parts = [split_completion(self.chat, self.engine, c) for c in group]
+    def _vote(self, group, parts, shut: Closed | None, budget: int | None) -> Thought:
+        if shut is not None:
+            parts[shut.chain] = shut.part()
         answered = [i for i, p in enumerate(parts) if p[1]]
-        completion_tokens = sum(c.num_tokens for c in group)
+        completion_tokens = sum(c.num_tokens for c in group) + (shut.tokens if shut else 0)
+        calls = 1 + (shut is not None)
         root = Node(text="", visits=len(group))
         if not answered:
-            usage = Usage(group[0].prompt_tokens, completion_tokens, completion_tokens, 1)
+            usage = Usage(group[0].prompt_tokens, completion_tokens, completion_tokens, calls)
             root.children = [Node(text=p[0], visits=1) for p in parts]
-            return Thought("", parts[0][0], usage, "length", root)
+            return Thought("", parts[0][0], usage, "length", root, self.budget_decided(budget, group, "", shut))
         votes = Counter(self.answer_key(parts[i][1]) for i in answered)
         best_key, best_votes = votes.most_common(1)[0]
         chosen = next(i for i in answered if self.answer_key(parts[i][1]) == best_key)
         reasoning, answer, answer_tokens, _ = parts[chosen]
-        usage = Usage(group[0].prompt_tokens, completion_tokens, completion_tokens - answer_tokens, 1)
+        usage = Usage(group[0].prompt_tokens, completion_tokens, completion_tokens - answer_tokens, calls)
         for i, p in enumerate(parts):
             share = votes.get(self.answer_key(p[1]), 0) / len(answered) if p[1] else 0.0
-            root.children.append(Node(text=p[0], score=share, visits=1, chosen=i == chosen))
-        return Thought(answer, reasoning, usage, "stop", root)
+            root.children.append(Node(text=p[0], score=share, visits=1, chosen=i == chosen, answer=p[1] or None))
+        return Thought(answer, reasoning, usage, "stop", root, self.budget_decided(budget, group, answer, shut))
+

@@ -11,7 +11,9 @@ from typing import Callable, Sequence
 
 from ponder import PonderError
 from ponder.reward.base import Verifier, check_aggregation, rate
-from ponder.think.base import Node, Question, Strategy, Thought, Usage, split_completion
+from ponder.engine.base import Completion
+from ponder.think.anytime import ChainStrategy, Closed
+from ponder.think.base import Node, Question, Thought, Usage, split_completion
 from ponder.think.stream import Listener
 
 
@@ -37,7 +39,7 @@ def verifier_setup(verifier: Verifier | None, aggregation: str | None, who: str)
     return verifier, check_aggregation(aggregation or getattr(verifier, "aggregation", "last"))
 
 
-class BestOfN(Strategy):
+class BestOfN(ChainStrategy):
     """Sample n chains, score each with the verifier, answer by the best chain or best answer (weighted)."""
 
     def __init__(self, engine, chat, verifier: Verifier, *, n: int = 8, weighted: bool = True,
@@ -56,27 +58,46 @@ class BestOfN(Strategy):
         parts = [[split_completion(self.chat, self.engine, c) for c in group] for group in groups]
         # an answer the token cap cut short is no answer; one verifier call scores all the others
         parts = [[p if p[3] == "stop" else (p[0], "", 0, "length") for p in ps] for ps in parts]
+        closed = self.close_cut(questions, groups, parts, budget, listener)
+        for ps, shut in zip(parts, closed):
+            if shut is not None:
+                ps[shut.chain] = shut.part()
         flat = [(qi, ci) for qi, ps in enumerate(parts) for ci, p in enumerate(ps) if p[1]]
         scores = rate(self.verifier, [questions[qi] for qi, _ in flat],
                       [self.chat.steps(parts[qi][ci][0]) for qi, ci in flat],
                       [parts[qi][ci][1] for qi, ci in flat], self.aggregation)
         by_chain = dict(zip(flat, scores))
-        return [self._choose(groups[qi], parts[qi], lambda ci, qi=qi: by_chain.get((qi, ci)))
+        return [self._choose(groups[qi], parts[qi], lambda ci, qi=qi: by_chain.get((qi, ci)), closed[qi], budget)
                 for qi in range(len(questions))]
 
-    def _choose(self, group, parts, score_of: Callable[[int], float | None]) -> Thought:
-        completion_tokens = sum(c.num_tokens for c in group)
+    def chain_to_close(self, questions: list[Question], cut: list[list[int]],
+                       groups: list[list[Completion]]) -> list[int]:
+        """The cut chain whose whole steps the verifier likes best (by its last step, as step search reads them)."""
+        flat = [(qi, ci) for qi, ids in enumerate(cut) for ci in ids]
+        scores = rate(self.verifier, [questions[qi] for qi, _ in flat],
+                      [self.chat.steps(self.whole_steps(groups[qi][ci])) for qi, ci in flat], [None] * len(flat),
+                      "last")
+        best: dict[int, tuple[float, int]] = {}
+        for (qi, ci), score in zip(flat, scores):
+            if qi not in best or score > best[qi][0]:
+                best[qi] = (score, ci)
+        return [best[qi][1] for qi in range(len(cut))]
+
+    def _choose(self, group, parts, score_of: Callable[[int], float | None], shut: Closed | None,
+                budget: int | None) -> Thought:
+        completion_tokens = sum(c.num_tokens for c in group) + (shut.tokens if shut else 0)
+        calls = 1 + (shut is not None)
         root = Node(text="", visits=len(group))
         for ci, p in enumerate(parts):
             root.children.append(Node(text=p[0], score=score_of(ci), visits=1, answer=p[1] or None))
         answered = [ci for ci, p in enumerate(parts) if p[1]]
         if not answered:
-            usage = Usage(group[0].prompt_tokens, completion_tokens, completion_tokens, 1)
-            return Thought("", parts[0][0], usage, "length", root)
+            usage = Usage(group[0].prompt_tokens, completion_tokens, completion_tokens, calls)
+            return Thought("", parts[0][0], usage, "length", root, self.budget_decided(budget, group, "", shut))
         i = pick([self.answer_key(parts[ci][1]) for ci in answered], [score_of(ci) for ci in answered],
                  self.weighted)
         chosen = answered[i]
         root.children[chosen].chosen = True
         reasoning, answer, answer_tokens, _ = parts[chosen]
-        usage = Usage(group[0].prompt_tokens, completion_tokens, completion_tokens - answer_tokens, 1)
-        return Thought(answer, reasoning, usage, "stop", root)
+        usage = Usage(group[0].prompt_tokens, completion_tokens, completion_tokens - answer_tokens, calls)
+        return Thought(answer, reasoning, usage, "stop", root, self.budget_decided(budget, group, answer, shut))

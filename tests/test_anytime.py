@@ -1,0 +1,121 @@
+"""Whole-chain strategies answer anytime: a question whose chains the budget cuts all is closed, not lost."""
+
+from __future__ import annotations
+
+import pytest
+
+from ponder import PonderError
+from ponder.model.chat import ChatFormat
+from ponder.think.sampling import ChainOfThought, MajorityVote
+from ponder.think.verified import BestOfN
+from scripted import TableVerifier, WorldEngine
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+CHAT = ChatFormat()
+Q = "What is the thing?"
+
+
+def test_a_chain_the_budget_cuts_is_closed_after_its_last_whole_step_and_answers():
+    world = WorldEngine(["a\nb\nc\nd\ne\nf</think>9<|end|>"], fallback="7<|end|>")
+    plain = ChainOfThought(world, CHAT).solve(Q, 12)
+    assert plain.answer == "" and plain.finish_reason == "length" and plain.budget_exhausted
+    world.generated = 0
+    th = ChainOfThought(world, CHAT, answer_reserve=4).solve(Q, 12)
+    # a reserve of 3 (a quarter of 12) leaves 9 tokens of thinking ("a\nb\nc\nd\ne"); the close marker and the
+    # answer come from the reserve
+    assert th.answer == "7" and th.reasoning == "a\nb\nc\nd" and th.finish_reason == "stop" and th.budget_exhausted
+    assert th.usage.completion_tokens == world.generated + 1 == 12 and th.usage.answer_tokens == 2
+    assert th.tree.answer == "7"
+    assert not ChainOfThought(world, CHAT, answer_reserve=4).solve(Q).budget_exhausted  # no budget: no close
+
+
+def test_a_chain_cut_inside_its_first_step_has_nothing_to_answer_from():
+    world = WorldEngine(["abcdefghij\nk</think>9<|end|>"], fallback="7<|end|>")
+    th = ChainOfThought(world, CHAT, answer_reserve=4).solve(Q, 12)
+    assert th.answer == "" and th.budget_exhausted and th.usage.completion_tokens == world.generated == 9
+
+
+def test_where_one_chain_answered_the_cut_ones_run_on_to_their_whole_share():
+    world = WorldEngine(["s</think>5<|end|>", "l1\nl2\nl3</think>6<|end|>"])
+    # budget 22 over 2 chains: 11 each; the reserve of 4 first holds the long chain (11 tokens) to 9
+    th = MajorityVote(world, CHAT, n=2, answer_reserve=4).solve(Q, 22)
+    assert [c.answer for c in th.tree.children] == ["5", "6"] and not th.budget_exhausted
+    assert th.usage.completion_tokens == world.generated == 4 + 11
+    world.generated = 0
+    plain = MajorityVote(world, CHAT, n=2).solve(Q, 22)
+    assert [c.answer for c in plain.tree.children] == ["5", "6"] and plain.answer == th.answer
+
+
+CUT = ["x1\nx2\nx3\nx4</think>1<|end|>", "y1\ny2\ny3\ny4</think>2<|end|>", "x1\nx2</think>1<|end|>",
+       "y1\ny2</think>2<|end|>"]
+
+
+def test_majority_closes_the_chain_that_got_furthest_when_every_chain_was_cut():
+    world = WorldEngine(CUT + ["z1</think>3<|end|>"])
+    assert MajorityVote(world, CHAT, n=2).solve(Q, 16).answer == ""
+    th = MajorityVote(world, CHAT, n=2, answer_reserve=4).solve(Q, 16)  # both cut at 6 tokens, 2 whole steps
+    assert th.answer == "1" and th.reasoning == "x1\nx2" and th.budget_exhausted
+    assert th.usage.completion_tokens == 6 + 6 + 1 + 2 <= 16 and th.usage.engine_calls == 2
+
+
+@pytest.mark.parametrize("liked, answer", [("y2", "2"), ("x2", "1")])
+def test_best_of_n_closes_the_cut_chain_its_verifier_likes_best(liked, answer):
+    world = WorldEngine(CUT)
+    v = TableVerifier({"x2": 0.2, "y2": 0.2, liked: 0.9})
+    th = BestOfN(world, CHAT, v, n=2, answer_reserve=4).solve(Q, 16)
+    assert th.answer == answer and th.reasoning == f"{answer.replace('1', 'x').replace('2', 'y')}1\n" \
+        f"{answer.replace('1', 'x').replace('2', 'y')}2" and th.budget_exhausted
+    assert [c.chosen for c in th.tree.children] == [answer == "1", answer == "2"]
+    assert th.usage.completion_tokens <= 16
+
+
+def test_a_negative_reserve_is_refused_in_one_line():
+    with pytest.raises(PonderError, match="answer_reserve must be >= 0"):
+        MajorityVote(WorldEngine(CUT), CHAT, answer_reserve=-1)
+
+
+class Worlds:
+    """One scripted world per question, so questions in one batch write different chains."""
+
+    capabilities = WorldEngine([]).capabilities
+
+    def __init__(self, worlds: dict[str, WorldEngine]) -> None:
+        self.worlds = worlds
+
+    @property
+    def generated(self) -> int:
+        return sum(w.generated for w in self.worlds.values())
+
+    def count_tokens(self, text: str) -> int:
+        return WorldEngine([]).count_tokens(text)
+
+    def generate(self, prompts, params, on_step=None):
+        return [next(w for q, w in self.worlds.items() if q in p).generate([p], params)[0] for p in prompts]
+
+
+def test_a_cut_chain_steps_on_while_its_share_leaves_room_for_the_longest_answer_seen():
+    short, long = "Short one?", "Long one?"
+    # the long chain is cut at 12 of its 15 tokens, inside its last step; the short question's answer
+    # (2 tokens and the marker) tells it that 1 more token of thinking still leaves room to answer
+    world = Worlds({short: WorldEngine(["s\nt</think>5<|end|>"]),
+                    long: WorldEngine(["aa\nbb\ncc\nddd</think>9<|end|>"], fallback="7<|end|>")})
+    cot = ChainOfThought(world, CHAT, answer_reserve=4)
+    both = cot.solve_batch([short, long], 16)
+    assert [t.answer for t in both] == ["5", "9"] and not both[1].budget_exhausted
+    assert both[1].usage.completion_tokens == 15 and world.generated == 6 + 15
+    alone = cot.solve(long, 16)  # no answer seen: the whole reserve is kept, and the chain is closed
+    assert alone.answer == "7" and alone.reasoning == "aa\nbb\ncc" and alone.budget_exhausted
+
+
+def test_ask_takes_an_answer_reserve_and_refuses_it_where_it_means_nothing(micro_dir, capsys):
+    import json
+
+    from ponder.cli import main
+
+    args = ["ask", "What is 2 + 3?", "--model", str(micro_dir), "--budget", "20", "--max-tokens", "64"]
+    assert main(args + ["--strategy", "cot", "--answer-reserve", "4", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["usage"]["completion_tokens"] <= 20
+    assert main(args + ["--strategy", "cot", "--answer-reserve", "-1"]) == 2
+    assert "answer_reserve must be >= 0, got -1" in capsys.readouterr().err
+    assert main(args + ["--strategy", "revise", "--answer-reserve", "4"]) == 2
+    assert "answer_reserve" in capsys.readouterr().err
