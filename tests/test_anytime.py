@@ -21,10 +21,11 @@ def test_a_chain_the_budget_cuts_is_closed_after_its_last_whole_step_and_answers
     assert plain.answer == "" and plain.finish_reason == "length" and plain.budget_exhausted
     world.generated = 0
     th = ChainOfThought(world, CHAT, answer_reserve=4).solve(Q, 12)
-    # a reserve of 3 (a quarter of 12) leaves 9 tokens of thinking ("a\nb\nc\nd\ne"); the close marker and the
-    # answer come from the reserve
-    assert th.answer == "7" and th.reasoning == "a\nb\nc\nd" and th.finish_reason == "stop" and th.budget_exhausted
-    assert th.usage.completion_tokens == world.generated + 1 == 12 and th.usage.answer_tokens == 2
+    # the chain runs to 9 tokens (12 less a reserve of 3), inside step e; it is closed after step d, and the
+    # marker and the answer fill the reserve
+    assert th.answer == "7" and th.reasoning == "a\nb\nc\nd" and th.finish_reason == "stop"
+    assert th.budget_exhausted and th.usage.completion_tokens == world.generated + 1 == 12
+    assert th.usage.answer_tokens == 2
     assert th.tree.answer == "7"
     assert not ChainOfThought(world, CHAT, answer_reserve=4).solve(Q).budget_exhausted  # no budget: no close
 
@@ -46,6 +47,15 @@ def test_where_one_chain_answered_the_cut_ones_run_on_to_their_whole_share():
     assert [c.answer for c in plain.tree.children] == ["5", "6"] and plain.answer == th.answer
 
 
+
+def test_where_every_chain_was_cut_only_one_keeps_room_to_close_and_the_others_may_still_finish():
+    # 2 chains, 12 tokens each, the first 9 at once: both are cut; x holds the room to close, and y, which
+    # needs exactly its 12, runs on to them and answers as it would have without a reserve
+    world = WorldEngine(["x1\nx2\nx3\nx4\nx5</think>1<|end|>", "y1\ny2\nyyy</think>2<|end|>"])
+    th = MajorityVote(world, CHAT, n=2, answer_reserve=4).solve(Q, 24)
+    assert th.answer == "2" and not th.budget_exhausted and [c.answer for c in th.tree.children] == [None, "2"]
+    assert th.usage.completion_tokens == world.generated == 12 + 12
+
 CUT = ["x1\nx2\nx3\nx4</think>1<|end|>", "y1\ny2\ny3\ny4</think>2<|end|>", "x1\nx2</think>1<|end|>",
        "y1\ny2</think>2<|end|>"]
 
@@ -53,9 +63,9 @@ CUT = ["x1\nx2\nx3\nx4</think>1<|end|>", "y1\ny2\ny3\ny4</think>2<|end|>", "x1\n
 def test_majority_closes_the_chain_that_got_furthest_when_every_chain_was_cut():
     world = WorldEngine(CUT + ["z1</think>3<|end|>"])
     assert MajorityVote(world, CHAT, n=2).solve(Q, 16).answer == ""
-    th = MajorityVote(world, CHAT, n=2, answer_reserve=4).solve(Q, 16)  # both cut at 6 tokens, 2 whole steps
+    th = MajorityVote(world, CHAT, n=2, answer_reserve=4).solve(Q, 16)  # both cut inside step 3
     assert th.answer == "1" and th.reasoning == "x1\nx2" and th.budget_exhausted
-    assert th.usage.completion_tokens == 6 + 6 + 1 + 2 <= 16 and th.usage.engine_calls == 2
+    assert th.usage.completion_tokens == 7 + 7 + 1 + 1 == 16  # each chain took one more token in its last step
 
 
 @pytest.mark.parametrize("liked, answer", [("y2", "2"), ("x2", "1")])
@@ -95,16 +105,16 @@ class Worlds:
 
 def test_a_cut_chain_steps_on_while_its_share_leaves_room_for_the_longest_answer_seen():
     short, long = "Short one?", "Long one?"
-    # the long chain is cut at 12 of its 15 tokens, inside its last step; the short question's answer
-    # (2 tokens and the marker) tells it that 1 more token of thinking still leaves room to answer
+    # the long chain is cut at 12 of its 15 tokens, at the end of its last step; the short question's answer
+    # (2 tokens and the marker) tells it that one more token still leaves room to answer: the close marker
     world = Worlds({short: WorldEngine(["s\nt</think>5<|end|>"]),
-                    long: WorldEngine(["aa\nbb\ncc\nddd</think>9<|end|>"], fallback="7<|end|>")})
+                    long: WorldEngine(["aa\nbb\ncc\nd\ne</think>9<|end|>"], fallback="7<|end|>")})
     cot = ChainOfThought(world, CHAT, answer_reserve=4)
     both = cot.solve_batch([short, long], 16)
     assert [t.answer for t in both] == ["5", "9"] and not both[1].budget_exhausted
     assert both[1].usage.completion_tokens == 15 and world.generated == 6 + 15
     alone = cot.solve(long, 16)  # no answer seen: the whole reserve is kept, and the chain is closed
-    assert alone.answer == "7" and alone.reasoning == "aa\nbb\ncc" and alone.budget_exhausted
+    assert alone.answer == "7" and alone.reasoning == "aa\nbb\ncc\nd" and alone.budget_exhausted
 
 
 def test_ask_takes_an_answer_reserve_and_refuses_it_where_it_means_nothing(micro_dir, capsys):

@@ -6,9 +6,10 @@ with `answer_reserve` R these strategies hold R tokens of each chain's share bac
 
 1. every chain runs to its share less R, in one call;
 2. a question where some chain answered lets its cut chains run on to their whole share, as without R;
-3. in a question where none did, the cut chains go on a step at a time (stopping at the step separator)
-   while their share still leaves room to close the thinking and answer (the marker and the longest
-   answer seen in the batch, at most R); a chain that answers on the way makes it a step-2 question;
+3. in a question where none did, all its cut chains but one run on to their whole share too; the one left
+   (the first) goes on a step at a time (stopping at the step separator or the close marker) while its
+   share still leaves room to close the thinking and answer: the marker and the longest answer seen in
+   the batch, at most R. If it closes its thinking on the way, it writes its answer on to its share;
 4. if still no chain answered, the one that got furthest (best_of_n: the one its verifier likes best) is
    closed after its last whole step and the model answers greedily from there: the best answer so far,
    with `budget_exhausted` set.
@@ -156,14 +157,19 @@ class _Continue:
 
     def step_on(self, reserve: int) -> None:
         sep, close = self.s.chat.step_sep, self.s.chat.think_close
+        holder: dict[int, int] = {}  # per question, the one cut chain that keeps room to close
+        for qi, ci in self.cut(answered=False):
+            holder.setdefault(qi, ci)
+        self.extend({(qi, ci): self.full - self.groups[qi][ci].num_tokens for qi, ci in self.cut(answered=False)
+                     if holder[qi] != ci}, ())
         answers = [self.s.engine.count_tokens(c.text.partition(close)[2]) for g in self.groups for c in g
                    if self.s.chat.parse(c.text).finished]
         need = min(reserve, self.s._close_tokens + max(answers, default=reserve))
-        live = [(qi, ci) for qi, ci in self.cut(answered=False) if close not in self.groups[qi][ci].text]
+        live = [(qi, ci) for qi, ci in holder.items() if close not in self.groups[qi][ci].text]
         while live:
             rooms = {(qi, ci): self.full - self.groups[qi][ci].num_tokens - need for qi, ci in live
                      if not self.answered(qi)}
-            self.extend({k: r for k, r in rooms.items() if r >= 1}, (sep,))
+            self.extend({k: r for k, r in rooms.items() if r >= 1}, (sep, close))
             live = [(qi, ci) for qi, ci in live if (qi, ci) in rooms and rooms[qi, ci] >= 1
                     and self.groups[qi][ci].finish_reason == "stop" and close not in self.groups[qi][ci].text]
         # an answer begun on the way, cut by the separator or the room: written on to the whole share
