@@ -352,9 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="temperature of every strategy that samples (default: each strategy's own, 0.8)")
     es.add_argument("--aggregation", choices=["last", "min", "prod"],
                     help="how verified strategies combine a chain's step scores (default: the verifier's own)")
-    es.add_argument("--answer-reserve", type=int,
-                    help="tokens a budgeted chain holds back to answer when the budget cuts it (cot, majority, "
-                         "best_of_n, beam, dvts; default: each strategy's own)")
+    es.add_argument("--answer-reserve", type=int, default=0,
+                    help="tokens cot, majority and best_of_n hold back to answer from a chain the budget cuts "
+                         "(default 0: none; step search always holds 16)")
     es.add_argument("-n", type=int, default=64, help="held-out questions")
     es.add_argument("--samples", type=int, default=16, help="sampled chains per question for its pass rate (bins)")
     es.add_argument("--model", default="built-in")

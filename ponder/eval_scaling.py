@@ -37,7 +37,7 @@ from ponder.model.chat import ChatFormat
 from ponder.reward.base import check_aggregation
 from ponder.tasks import Problem, get_task
 from ponder.think.base import split_completion
-from ponder.think.registry import (NEEDS_VERIFIER, STRATEGIES, TAKES_ANSWER_RESERVE, TAKES_VERIFIER, build_strategy,
+from ponder.think.registry import (NEEDS_VERIFIER, STRATEGIES, TAKES_VERIFIER, WHOLE_CHAINS, build_strategy,
                                    scaled_params)
 from ponder.think.sampling import ChainOfThought
 
@@ -61,7 +61,7 @@ class ScalingConfig:
     model: str = ""  # recorded, and part of the resume key
     verifier: str | None = None
     policy: str | None = None  # adaptive's policy table (a YAML/JSON file); None: the default table
-    answer_reserve: int | None = None  # tokens a budgeted chain holds back to answer; None: each strategy's own
+    answer_reserve: int = 0  # tokens cot, majority and best_of_n hold back to answer from a cut chain; 0: none
 
     def __post_init__(self) -> None:
         if not self.strategies:
@@ -82,7 +82,7 @@ class ScalingConfig:
             check_aggregation(self.aggregation)
         if self.sample_temperature is not None and not 0 <= self.sample_temperature <= 2:
             raise PonderError(f"sample_temperature must be in [0, 2], got {self.sample_temperature}")
-        if self.answer_reserve is not None and self.answer_reserve < 0:
+        if self.answer_reserve < 0:
             raise PonderError(f"answer_reserve must be >= 0, got {self.answer_reserve}")
         if not 0 < self.base_quantile <= 1:
             raise PonderError(f"base_quantile must be in (0, 1], got {self.base_quantile}")
@@ -197,7 +197,8 @@ def run_scaling(engine: Engine, chat: ChatFormat, cfg: ScalingConfig, problems: 
     task = get_task(cfg.task)
     # the policy keys only adaptive's cells: other cells (and the pass rates) are reused across policies
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("strategies", "budgets", "chunk", "policy")}
-    for opt in ("sample_temperature", "aggregation", "answer_reserve"):
+    settings.pop("answer_reserve")  # it keys only the cells of the strategies it reaches
+    for opt in ("sample_temperature", "aggregation"):
         if settings[opt] is None:  # runs from before the option keep their key
             del settings[opt]
     policy, policy_tag = None, ""
@@ -258,13 +259,16 @@ def run_scaling(engine: Engine, chat: ChatFormat, cfg: ScalingConfig, problems: 
                     params["temperature"] = cfg.sample_temperature
                 if uses_verifier:
                     params["aggregation"] = cfg.aggregation
-                if name in TAKES_ANSWER_RESERVE:
+                if name in WHOLE_CHAINS:
                     params["answer_reserve"] = cfg.answer_reserve
                 s = build_strategy(name, engine, chat, verifier, max_tokens=cfg.max_tokens, seed=cfg.seed,
                                    answer_key=task.normalize, **params)
                 return solve(s, m * base, m)
 
-            rows = cache.get(f"{name}/{m}" + (policy_tag if name == "adaptive" else ""), cell,
+            tag = policy_tag if name == "adaptive" else ""
+            if name in WHOLE_CHAINS and cfg.answer_reserve:
+                tag = f"/reserve-{cfg.answer_reserve}"
+            rows = cache.get(f"{name}/{m}{tag}", cell,
                              verifier_free=not uses_verifier)
             if bar.n == before:
                 bar.update(n * m)
@@ -317,8 +321,8 @@ def markdown(report: dict[str, Any]) -> str:
              + (f" Strategies sample at temperature {report['sample_temperature']:g}."
                 if report.get("sample_temperature") is not None else "")
              + (f" Verifier scores aggregated by `{report['aggregation']}`." if report.get("aggregation") else "")
-             + (f" Budgeted chains hold back {report['answer_reserve']} tokens to answer."
-                if report.get("answer_reserve") is not None else ""),
+             + (f" cot, majority and best_of_n hold back {report['answer_reserve']} tokens to answer from a chain"
+                " the budget cuts." if report.get("answer_reserve") else ""),
              "", "| bin | questions | pass rate |", "| --- | --- | --- |"]
     for b in report["bins"]:
         lines.append(f"| {b['bin']} | {b['questions']} | {b['pass_rate_min']:.2f}-{b['pass_rate_max']:.2f} |")

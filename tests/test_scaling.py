@@ -330,5 +330,8 @@ def test_an_answer_reserve_reaches_the_chain_strategies_and_keys_its_own_cells(t
     base = held["base_tokens"]
     assert plain["base_tokens"] == base and base - min(4, base // 4) in caps  # the first run's cells not reused
     assert held["answer_reserve"] == 4 and "hold back 4 tokens" in markdown(held)
+    again = SkillEngine(problems, skills)
+    assert run_scaling(again, CHAT, cfg, problems, out=tmp_path, progress=False)["results"] == plain["results"]
+    assert not again.calls  # greedy chains, pass rates and the cells without a reserve are all read back
     with pytest.raises(PonderError, match="answer_reserve must be >= 0"):
         replace(cfg, answer_reserve=-1)

@@ -22,7 +22,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
 }
 NEEDS_VERIFIER = ("best_of_n", "beam", "dvts", "mcts")
 TAKES_VERIFIER = ("revise", "adaptive")  # use one when given, work without
-TAKES_ANSWER_RESERVE = ("cot", "majority", "best_of_n", "beam", "dvts")  # answer from a chain the budget cuts
+WHOLE_CHAINS = ("cot", "majority", "best_of_n")  # sample whole chains; answer_reserve makes them answer anytime
 
 
 def scaled_params(name: str, chains: int) -> dict[str, Any]:
