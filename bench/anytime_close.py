@@ -7,18 +7,52 @@ best prefix. Same questions and seeds; one JSON line per cell, with the paired d
 none, points, and its standard error) and how many questions were answered by a close.
 
     python bench/anytime_close.py --verifier runs/prm-cvp-2048-best/model -n 1000 --seed 2
+    python bench/anytime_close.py --plot OUT.png RESULTS.jsonl...   # accuracy by budget, with and without
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from scaling_pairs import paired
 from verified_setup import add_arguments, load
 
 
+def plot(out: str, files: list[str]) -> None:
+    """One panel per results file: accuracy against the budget, a line per strategy and reserve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(files), figsize=(5 * len(files), 4), squeeze=False)
+    for ax, path in zip(axes[0], files):
+        rows = [json.loads(line) for line in open(path)]
+        head = next(r for r in rows if "base" in r)
+        lines: dict[tuple[str, int], list[tuple[int, float]]] = {}
+        for r in rows:
+            if "strategy" in r:
+                lines.setdefault((r["strategy"], r["answer_reserve"]), []).append((r["x_B"], 100 * r["accuracy"]))
+        colors = {name: f"C{i}" for i, name in enumerate(dict.fromkeys(n for n, _ in lines))}
+        for (name, reserve), pts in sorted(lines.items()):
+            ax.plot(*zip(*sorted(pts)), marker="o", linestyle="-" if reserve else ":", color=colors[name],
+                    label=f"{name}, reserve {reserve}")
+        ax.axhline(100 * head["greedy_accuracy"], color="grey", linewidth=0.8, label="greedy, no budget")
+        ax.set(xscale="log", xlabel=f"budget (x B = {head['base']} tokens, quantile {head['base_quantile']:g})",
+               ylabel="accuracy (%)", title=path.rsplit("/", 1)[-1])
+        ax.set_xticks(sorted({x for pts in lines.values() for x, _ in pts}))
+        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.get_xaxis().set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+
+
 def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--plot":
+        return plot(sys.argv[2], sys.argv[3:])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(ap, n=200, seed=1)
     ap.add_argument("--budgets", default="1,2,4", help="multipliers of B, a quantile of greedy lengths")
