@@ -67,7 +67,7 @@ def cmd_ask(args) -> None:
         print("--- reasoning ---\n" + thought.reasoning + "\n--- answer ---")
     print(thought.answer if thought.answer else "(no answer: the token budget ran out while thinking)")
     how = f"strategy {args.strategy}" if args.strategy else f"effort {args.effort}"
-    cut = ", budget ran out: best answer so far" if thought.budget_exhausted else ""
+    cut = ", budget ran out: best answer so far" if thought.budget_exhausted and thought.answer else ""
     print(f"[{u.reasoning_tokens} reasoning tokens, {u.answer_tokens} answer tokens, {seconds:.2f}s, {how}{cut}]")
 
 

@@ -7,6 +7,7 @@ import pytest
 from ponder import PonderError
 from ponder.model.chat import ChatFormat
 from ponder.think.sampling import ChainOfThought, MajorityVote
+from ponder.think.show import describe
 from ponder.think.verified import BestOfN
 from scripted import TableVerifier, WorldEngine
 
@@ -19,6 +20,7 @@ def test_a_chain_the_budget_cuts_is_closed_after_its_last_whole_step_and_answers
     world = WorldEngine(["a\nb\nc\nd\ne\nf</think>9<|end|>"], fallback="7<|end|>")
     plain = ChainOfThought(world, CHAT).solve(Q, 12)
     assert plain.answer == "" and plain.finish_reason == "length" and plain.budget_exhausted
+    assert "the budget ran out: no answer" in describe(plain)
     world.generated = 0
     th = ChainOfThought(world, CHAT, answer_reserve=4).solve(Q, 12)
     # the chain runs to 9 tokens (12 less a reserve of 3), inside step e; it is closed after step d, and the
@@ -26,7 +28,7 @@ def test_a_chain_the_budget_cuts_is_closed_after_its_last_whole_step_and_answers
     assert th.answer == "7" and th.reasoning == "a\nb\nc\nd" and th.finish_reason == "stop"
     assert th.budget_exhausted and th.usage.completion_tokens == world.generated + 1 == 12
     assert th.usage.answer_tokens == 2
-    assert th.tree.answer == "7"
+    assert th.tree.answer == "7" and "the budget ran out: best answer found by then" in describe(th)
     assert not ChainOfThought(world, CHAT, answer_reserve=4).solve(Q).budget_exhausted  # no budget: no close
 
 

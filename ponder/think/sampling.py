@@ -74,4 +74,3 @@ class MajorityVote(ChainStrategy):
             share = votes.get(self.answer_key(p[1]), 0) / len(answered) if p[1] else 0.0
             root.children.append(Node(text=p[0], score=share, visits=1, chosen=i == chosen, answer=p[1] or None))
         return Thought(answer, reasoning, usage, "stop", root, self.budget_decided(budget, group, answer, shut))
-

@@ -40,5 +40,5 @@ def describe(thought: Thought) -> str:
     nodes = sum(1 for _ in thought.tree.walk())
     head = f"search tree: {nodes} nodes; * chosen path, [score] verifier score, => answer"
     if thought.budget_exhausted:
-        head += "; the budget ran out: best answer found by then"
+        head += "; the budget ran out: " + ("best answer found by then" if thought.answer else "no answer")
     return head + "\n" + render_tree(thought.tree)
