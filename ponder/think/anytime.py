@@ -61,20 +61,22 @@ class ChainStrategy(Strategy):
 
     def sample_chains(self, questions: list[Question], budget: int | None, listener: Listener | None, *, n: int,
                       temperature: float, top_p: float, seed: int | None,
-                      stream_text: bool = False) -> list[list[Completion]]:
-        """n sampled whole chains per question, sharing the budget; a tiny budget buys fewer chains."""
+                      stream_text: bool = False) -> tuple[list[list[Completion]], list[int]]:
+        """n sampled whole chains per question, sharing the budget (a tiny budget buys fewer chains), and the
+        engine calls each question took part in."""
         prompts = [self.prompt_of(q) for q in questions]
         n = n if budget is None else max(1, min(n, budget))
         full = self.max_new_tokens(prompts, budget, chains=n)
         reserve = min(self.answer_reserve, full // 4) if budget is not None and self._anytime else 0
         params = SamplingParams(n=n, temperature=temperature, top_p=top_p, seed=seed, max_tokens=full - reserve)
         groups = self.generate(prompts, params, listener, stream_text=stream_text)
-        if reserve:
-            run = _Continue(self, prompts, groups, full, temperature, top_p, seed, listener, stream_text)
-            run.on_to_share(answered=True)
-            run.step_on(reserve)
-            run.on_to_share(answered=True)
-        return groups
+        if not reserve:
+            return groups, [1] * len(groups)
+        run = _Continue(self, prompts, groups, full, temperature, top_p, seed, listener, stream_text)
+        run.on_to_share(answered=True)
+        run.step_on(reserve)
+        run.on_to_share(answered=True)
+        return groups, [1 + c for c in run.calls_of]
 
     def unfinished(self, c: Completion) -> bool:
         """Cut by a token cap (or at a step separator) before its answer was written to its end."""
@@ -142,6 +144,7 @@ class _Continue:
         self.temperature, self.top_p, self.seed, self.listener = temperature, top_p, seed, listener
         self.stream_text = stream_text and listener is not None
         self.calls = 0
+        self.calls_of = [0] * len(groups)  # per question
 
     def answered(self, qi: int) -> bool:
         return any(self.s.chat.parse(c.text).finished for c in self.groups[qi])
@@ -188,6 +191,8 @@ class _Continue:
             params = SamplingParams(n=1, temperature=self.temperature, top_p=self.top_p, max_tokens=cap, stop=stop,
                                     seed=seed)
             outs = self.s.engine.generate([self.prompts[qi] + self.groups[qi][ci].text for qi, ci in idx], params)
+            for qi in {qi for qi, _ in idx}:
+                self.calls_of[qi] += 1
             for (qi, ci), (d,) in zip(idx, outs):
                 c = self.groups[qi][ci]
                 if self.stream_text:

@@ -19,18 +19,18 @@ class ChainOfThought(ChainStrategy):
 
     def solve_batch(self, questions: list[Question], budget: int | None = None,
                     listener: Listener | None = None) -> list[Thought]:
-        groups = self.sample_chains(questions, budget, listener, n=1, temperature=self.temperature, top_p=self.top_p,
-                                    seed=self.seed, stream_text=True)
+        groups, calls = self.sample_chains(questions, budget, listener, n=1, temperature=self.temperature,
+                                           top_p=self.top_p, seed=self.seed, stream_text=True)
         parts = [[split_completion(self.chat, self.engine, g[0])] for g in groups]
         closed = self.close_cut(questions, groups, parts, budget, listener)
         out = []
-        for group, (part,), shut in zip(groups, parts, closed):
+        for group, (part,), shut, called in zip(groups, parts, closed, calls):
             c = group[0]
             reasoning, answer, answer_tokens, finish = shut.part() if shut else part
             if shut is not None and answer and listener is not None:
                 listener.answer(len(out), answer)
             tokens = c.num_tokens + (shut.tokens if shut else 0)
-            usage = Usage(c.prompt_tokens, tokens, tokens - answer_tokens, 1 + (shut is not None))
+            usage = Usage(c.prompt_tokens, tokens, tokens - answer_tokens, called + (shut is not None))
             tree = Node(text=reasoning, chosen=True, visits=1, answer=answer or None)
             out.append(Thought(answer, reasoning, usage, finish, tree, self.budget_decided(budget, group, answer, shut)))
         return out
@@ -48,18 +48,18 @@ class MajorityVote(ChainStrategy):
 
     def solve_batch(self, questions: list[Question], budget: int | None = None,
                     listener: Listener | None = None) -> list[Thought]:
-        groups = self.sample_chains(questions, budget, listener, n=self.n, temperature=self.temperature,
-                                    top_p=self.top_p, seed=self.seed)
+        groups, calls = self.sample_chains(questions, budget, listener, n=self.n, temperature=self.temperature,
+                                           top_p=self.top_p, seed=self.seed)
         parts = [[split_completion(self.chat, self.engine, c) for c in group] for group in groups]
         closed = self.close_cut(questions, groups, parts, budget, listener)
-        return [self._vote(g, ps, shut, budget) for g, ps, shut in zip(groups, parts, closed)]
+        return [self._vote(*row, budget) for row in zip(groups, parts, closed, calls)]
 
-    def _vote(self, group, parts, shut: Closed | None, budget: int | None) -> Thought:
+    def _vote(self, group, parts, shut: Closed | None, called: int, budget: int | None) -> Thought:
         if shut is not None:
             parts[shut.chain] = shut.part()
         answered = [i for i, p in enumerate(parts) if p[1]]
         completion_tokens = sum(c.num_tokens for c in group) + (shut.tokens if shut else 0)
-        calls = 1 + (shut is not None)
+        calls = called + (shut is not None)
         root = Node(text="", visits=len(group))
         if not answered:
             usage = Usage(group[0].prompt_tokens, completion_tokens, completion_tokens, calls)

@@ -53,8 +53,8 @@ class BestOfN(ChainStrategy):
 
     def solve_batch(self, questions: list[Question], budget: int | None = None,
                     listener: Listener | None = None) -> list[Thought]:
-        groups = self.sample_chains(questions, budget, listener, n=self.n, temperature=self.temperature,
-                                    top_p=self.top_p, seed=self.seed)
+        groups, calls = self.sample_chains(questions, budget, listener, n=self.n, temperature=self.temperature,
+                                           top_p=self.top_p, seed=self.seed)
         parts = [[split_completion(self.chat, self.engine, c) for c in group] for group in groups]
         # an answer the token cap cut short is no answer; one verifier call scores all the others
         parts = [[p if p[3] == "stop" else (p[0], "", 0, "length") for p in ps] for ps in parts]
@@ -67,8 +67,8 @@ class BestOfN(ChainStrategy):
                       [self.chat.steps(parts[qi][ci][0]) for qi, ci in flat],
                       [parts[qi][ci][1] for qi, ci in flat], self.aggregation)
         by_chain = dict(zip(flat, scores))
-        return [self._choose(groups[qi], parts[qi], lambda ci, qi=qi: by_chain.get((qi, ci)), closed[qi], budget)
-                for qi in range(len(questions))]
+        return [self._choose(groups[qi], parts[qi], lambda ci, qi=qi: by_chain.get((qi, ci)), closed[qi], calls[qi],
+                             budget) for qi in range(len(questions))]
 
     def chain_to_close(self, questions: list[Question], cut: list[list[int]],
                        groups: list[list[Completion]]) -> list[int]:
@@ -83,10 +83,10 @@ class BestOfN(ChainStrategy):
                 best[qi] = (score, ci)
         return [best[qi][1] for qi in range(len(cut))]
 
-    def _choose(self, group, parts, score_of: Callable[[int], float | None], shut: Closed | None,
+    def _choose(self, group, parts, score_of: Callable[[int], float | None], shut: Closed | None, called: int,
                 budget: int | None) -> Thought:
         completion_tokens = sum(c.num_tokens for c in group) + (shut.tokens if shut else 0)
-        calls = 1 + (shut is not None)
+        calls = called + (shut is not None)
         root = Node(text="", visits=len(group))
         for ci, p in enumerate(parts):
             root.children.append(Node(text=p[0], score=score_of(ci), visits=1, answer=p[1] or None))
