@@ -176,9 +176,9 @@ class _Continue:
             live = [(qi, ci) for qi, ci in live if (qi, ci) in rooms and rooms[qi, ci] >= 1
                     and self.groups[qi][ci].finish_reason == "stop" and close not in self.groups[qi][ci].text]
         # an answer begun on the way, cut by the separator or the room: written on to the whole share
-        self.extend({(qi, ci): self.full - c.num_tokens for qi, g in enumerate(self.groups)
-                     for ci, c in enumerate(g) if close in c.text and self.s.unfinished(c) and c.num_tokens < self.full},
-                    ())
+        begun = [(qi, ci) for qi, g in enumerate(self.groups) for ci, c in enumerate(g)
+                 if close in c.text and self.s.unfinished(c) and c.num_tokens < self.full]
+        self.extend({(qi, ci): self.full - self.groups[qi][ci].num_tokens for qi, ci in begun}, ())
 
     def extend(self, caps: dict[tuple[int, int], int], stop: tuple[str, ...]) -> None:
         """Continue each chain by up to its cap: one engine call per distinct cap."""

@@ -32,7 +32,8 @@ class ChainOfThought(ChainStrategy):
             tokens = c.num_tokens + (shut.tokens if shut else 0)
             usage = Usage(c.prompt_tokens, tokens, tokens - answer_tokens, called + (shut is not None))
             tree = Node(text=reasoning, chosen=True, visits=1, answer=answer or None)
-            out.append(Thought(answer, reasoning, usage, finish, tree, self.budget_decided(budget, group, answer, shut)))
+            cut = self.budget_decided(budget, group, answer, shut)
+            out.append(Thought(answer, reasoning, usage, finish, tree, cut))
         return out
 
 
