@@ -321,8 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--finished-chains", type=int,
                    help="beam, dvts: answers a group collects before it stops (default: its width)")
     a.add_argument("--answer-reserve", type=int,
-                   help="budget tokens held back to answer from a chain the budget cuts (cot, majority, best_of_n: "
-                        "0, off; beam, dvts: 16)")
+                   help="budget tokens held back to answer from a chain the budget cuts (cot, majority, best_of_n, "
+                        "adaptive: 0, off; beam, dvts: 16)")
     a.add_argument("--show-tree", action="store_true", help="print the search tree (steps, scores, chosen path)")
     a.set_defaults(func=cmd_ask)
 
@@ -353,8 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--aggregation", choices=["last", "min", "prod"],
                     help="how verified strategies combine a chain's step scores (default: the verifier's own)")
     es.add_argument("--answer-reserve", type=int, default=0,
-                    help="tokens cot, majority and best_of_n hold back to answer from a chain the budget cuts "
-                         "(default 0: none; step search always holds 16)")
+                    help="tokens cot, majority, best_of_n and adaptive hold back to answer from a chain the "
+                         "budget cuts (default 0: none; step search always holds 16)")
     es.add_argument("-n", type=int, default=64, help="held-out questions")
     es.add_argument("--samples", type=int, default=16, help="sampled chains per question for its pass rate (bins)")
     es.add_argument("--model", default="built-in")

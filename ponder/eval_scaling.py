@@ -61,7 +61,7 @@ class ScalingConfig:
     model: str = ""  # recorded, and part of the resume key
     verifier: str | None = None
     policy: str | None = None  # adaptive's policy table (a YAML/JSON file); None: the default table
-    answer_reserve: int = 0  # tokens cot, majority and best_of_n hold back to answer from a cut chain; 0: none
+    answer_reserve: int = 0  # tokens cot, majority, best_of_n and adaptive hold back to answer; 0: none
 
     def __post_init__(self) -> None:
         if not self.strategies:
@@ -259,15 +259,15 @@ def run_scaling(engine: Engine, chat: ChatFormat, cfg: ScalingConfig, problems: 
                     params["temperature"] = cfg.sample_temperature
                 if uses_verifier:
                     params["aggregation"] = cfg.aggregation
-                if name in WHOLE_CHAINS:
+                if name in WHOLE_CHAINS + ("adaptive",):
                     params["answer_reserve"] = cfg.answer_reserve
                 s = build_strategy(name, engine, chat, verifier, max_tokens=cfg.max_tokens, seed=cfg.seed,
                                    answer_key=task.normalize, **params)
                 return solve(s, m * base, m)
 
             tag = policy_tag if name == "adaptive" else ""
-            if name in WHOLE_CHAINS and cfg.answer_reserve:
-                tag = f"/reserve-{cfg.answer_reserve}"
+            if name in WHOLE_CHAINS + ("adaptive",) and cfg.answer_reserve:
+                tag += f"/reserve-{cfg.answer_reserve}"
             rows = cache.get(f"{name}/{m}{tag}", cell,
                              verifier_free=not uses_verifier)
             if bar.n == before:
@@ -321,8 +321,8 @@ def markdown(report: dict[str, Any]) -> str:
              + (f" Strategies sample at temperature {report['sample_temperature']:g}."
                 if report.get("sample_temperature") is not None else "")
              + (f" Verifier scores aggregated by `{report['aggregation']}`." if report.get("aggregation") else "")
-             + (f" cot, majority and best_of_n hold back {report['answer_reserve']} tokens to answer from a chain"
-                " the budget cuts." if report.get("answer_reserve") else ""),
+             + (f" cot, majority, best_of_n and adaptive hold back {report['answer_reserve']} tokens to answer"
+                " from a chain the budget cuts." if report.get("answer_reserve") else ""),
              "", "| bin | questions | pass rate |", "| --- | --- | --- |"]
     for b in report["bins"]:
         lines.append(f"| {b['bin']} | {b['questions']} | {b['pass_rate_min']:.2f}-{b['pass_rate_max']:.2f} |")

@@ -152,8 +152,8 @@ WORLD = ["\n".join(f"{p}{i}=step{i}" for i in range(2)) + "</think>\nso 3\nor 4<
 @settings(max_examples=120, deadline=None)
 @given(budget=st.one_of(st.none(), st.integers(1, 600)), verified=st.booleans(),
        kind=st.sampled_from(["table", "sample", "beam", "mcts", "dvts", "revise", "best_of_n", "revise itself"]),
-       scores=st.lists(st.floats(0, 1), min_size=30, max_size=30))
-def test_adaptive_and_revise_never_generate_past_the_budget(budget, verified, kind, scores):
+       scores=st.lists(st.floats(0, 1), min_size=30, max_size=30), reserve=st.sampled_from([0, 8]))
+def test_adaptive_and_revise_never_generate_past_the_budget(budget, verified, kind, scores, reserve):
     world = WorldEngine(WORLD, fallback="1<|end|>")
     steps = sorted({s for c in WORLD for s in c.split("</think>")[0].split("\n")})
     v = TableVerifier(dict(zip(steps, scores))) if verified else None
@@ -162,12 +162,14 @@ def test_adaptive_and_revise_never_generate_past_the_budget(budget, verified, ki
     if kind == "revise itself":
         strategy = Revise(world, CHAT, v, n=3, max_tokens=200)
     else:
-        strategy = Adaptive(world, CHAT, v, policy=policy, max_tokens=200)
+        strategy = Adaptive(world, CHAT, v, policy=policy, max_tokens=200, answer_reserve=reserve)
     th = strategy.solve(Q, budget)
     u = th.usage
     if budget is not None:
         assert u.completion_tokens <= budget
-    assert u.completion_tokens - world.generated in (0, 1)
+    # think-close markers written to force an answer: step search's, and with a reserve the probe's and a
+    # delegated whole-chain strategy's
+    assert u.completion_tokens - world.generated in ((0, 1, 2) if reserve else (0, 1))
     assert 0 <= u.answer_tokens <= u.completion_tokens
     assert th.answer or th.finish_reason == "length"
     assert Thought.from_json(th.to_json()) == th
@@ -305,3 +307,13 @@ def test_adaptive_effort_presets_stop_on_agreement_and_cap_their_chains(effort, 
     assert default.generated == {"medium": 4, "high": 16}[effort] * CHAIN
     with pytest.raises(PonderError, match="unknown effort preset 'fast'"):
         strategy_for_effort(effort, vote, CHAT, preset="fast")
+
+
+def test_with_an_answer_reserve_a_probe_the_budget_cuts_still_answers():
+    world = WorldEngine(["a\nb\nc\nd\ne\nf</think>9<|end|>"], fallback="7<|end|>")
+    assert Adaptive(world, CHAT, max_tokens=200).solve(Q, 12).answer == ""
+    th = Adaptive(world, CHAT, max_tokens=200, answer_reserve=4).solve(Q, 12)
+    assert th.answer == "7" and th.reasoning == "a\nb\nc\nd" and th.budget_exhausted
+    assert th.usage.completion_tokens == 12
+    with pytest.raises(PonderError, match="answer_reserve must be >= 0"):
+        Adaptive(world, CHAT, answer_reserve=-1)

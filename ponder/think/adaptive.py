@@ -30,7 +30,9 @@ measures.
 
 The budget is a hard cap: the greedy chain, every wave and a delegated strategy each get at most what is
 left, and all their tokens are counted. The tree holds a `probe` node (its text states the estimate and the
-tier) with the probe chains, then a node for what followed.
+tier) with the probe chains, then a node for what followed. With `answer_reserve` R (0: off) the greedy chain
+is `cot`'s with that reserve, closed to answer where the budget cuts it (`think/anytime.py`), and delegated
+cot, majority and best_of_n get R too.
 """
 
 from __future__ import annotations
@@ -168,8 +170,11 @@ class Adaptive(Strategy):
 
     def __init__(self, engine, chat, verifier: Verifier | None = None, *, policy: AdaptivePolicy | None = None,
                  temperature: float = 0.8, top_p: float = 1.0, seed: int | None = 0, weighted: bool = True,
-                 aggregation: str | None = None, **kw) -> None:
+                 aggregation: str | None = None, answer_reserve: int = 0, **kw) -> None:
         super().__init__(engine, chat, **kw)
+        if answer_reserve < 0:
+            raise PonderError(f"answer_reserve must be >= 0, got {answer_reserve}")
+        self.answer_reserve = answer_reserve  # for the probe's greedy chain and delegated whole chains
         from ponder.think.registry import STRATEGIES
 
         if verifier is not None and not callable(getattr(verifier, "score_batch", None)):
@@ -210,6 +215,8 @@ class Adaptive(Strategy):
 
     def _greedy(self, qs: list[_Q], under) -> list[tuple[_Q, _Chain]]:
         """Each question's greedy chain, not yet scored (the probe's wave decides whether it needs to be)."""
+        if self.answer_reserve and not any(math.isinf(q.budget) for q in qs):
+            return self._greedy_anytime(qs, under)
         by_cap: dict[int, list[_Q]] = {}
         for q in qs:
             by_cap.setdefault(self.max_new_tokens([q.prompt], _left(q)), []).append(q)
@@ -220,6 +227,29 @@ class Adaptive(Strategy):
             for q in group:
                 q.length = max(1, q.usage.completion_tokens)
                 q.exhausted = q.exhausted or (not q.chains[0].answer and cap < self.max_tokens)
+        return new
+
+    def _greedy_anytime(self, qs: list[_Q], under) -> list[tuple[_Q, _Chain]]:
+        """The greedy chains as `cot` with `answer_reserve` writes them: closed to answer if the budget cuts them."""
+        from ponder.think.sampling import ChainOfThought
+
+        cot = ChainOfThought(self.engine, self.chat, top_p=self.top_p, seed=self.seed, max_tokens=self.max_tokens,
+                             answer_key=self.answer_key, answer_reserve=self.answer_reserve)
+        by_budget: dict[int, list[_Q]] = {}
+        for q in qs:
+            by_budget.setdefault(int(q.budget), []).append(q)
+        new = []
+        for budget, group in by_budget.items():
+            for q, th in zip(group, cot.solve_batch([q.question for q in group], budget)):
+                q.usage.add(th.usage)
+                q.budget -= th.usage.completion_tokens
+                ch = _Chain(th.reasoning, th.answer, th.usage.answer_tokens,
+                            Node(text=th.reasoning, visits=1, answer=th.answer or None))
+                under(q).children.append(ch.node)
+                q.chains.append(ch)
+                new.append((q, ch))
+                q.length = max(1, q.usage.completion_tokens)
+                q.exhausted = q.exhausted or th.budget_exhausted
         return new
 
     def _wave(self, qs: list[_Q], wanted, tag: int, under) -> None:
@@ -318,7 +348,7 @@ class Adaptive(Strategy):
 
     def _delegate(self, qs: list[_Q], budget: int | None) -> None:
         """Questions whose tier runs another strategy, batched by strategy, parameters and budget."""
-        from ponder.think.registry import build_strategy, scaled_params
+        from ponder.think.registry import WHOLE_CHAINS, build_strategy, scaled_params
 
         quantum = 1 if budget is None else max(1, budget // 16)  # budgets rounded down, so questions batch
         groups: dict[tuple, list[_Q]] = {}
@@ -339,6 +369,8 @@ class Adaptive(Strategy):
                 params = {**scaled_params(q.action, affordable), **params}
             if q.action != "cot":  # delegated samples are drawn as hot as the probe's
                 params.setdefault("temperature", self.temperature)
+            if q.action in WHOLE_CHAINS and self.answer_reserve:
+                params.setdefault("answer_reserve", self.answer_reserve)
             groups.setdefault((q.action, tuple(sorted(params.items())), share), []).append(q)
         for (action, params, share), group in groups.items():
             strategy = build_strategy(action, self.engine, self.chat, self.verifier, max_tokens=self.max_tokens,
