@@ -54,32 +54,26 @@ def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--plot":
         return plot(sys.argv[2], sys.argv[3:])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(ap, n=200, seed=1)
-    ap.add_argument("--budgets", default="1,2,4", help="multipliers of B, a quantile of greedy lengths")
+    add_arguments(ap, n=200, seed=1, budgets="1,2,4")
     ap.add_argument("--base-quantile", type=float, default=0.9, help="B's quantile (0.9, as eval scaling)")
     ap.add_argument("--strategies", default="cot,majority,best_of_n")
     ap.add_argument("--reserve", type=int, default=16, help="the answer_reserve compared with none")
     args = ap.parse_args()
     s = load(args)
-    from ponder.eval_scaling import base_budget, parse_budgets, parse_list
+    from ponder.eval_scaling import parse_list
     from ponder.think.registry import build_strategy, scaled_params
-    from ponder.think.sampling import ChainOfThought
 
     common = {"max_tokens": 768, "seed": args.seed, "answer_key": s.task.normalize}
-    greedy = ChainOfThought(s.engine, s.chat, **common).solve_batch(s.questions)
-    base = base_budget([t.usage.completion_tokens for t in greedy], args.base_quantile)
-    accuracy = sum(bool(s.task.check(p, t.answer)) for p, t in zip(s.problems, greedy)) / args.n
+    accuracy, base = s.greedy_base(args.base_quantile, **common)
     print(json.dumps({"base": base, "base_quantile": args.base_quantile, "greedy_accuracy": accuracy}), flush=True)
     for name in parse_list(args.strategies, "strategies"):
-        for m in parse_budgets(args.budgets):
+        for m in args.budgets:
             runs = {}
             for reserve in (0, args.reserve):
                 strategy = build_strategy(name, s.engine, s.chat, s.verifier if name == "best_of_n" else None,
                                           answer_reserve=reserve, **scaled_params(name, m), **common)
-                thoughts = [t for i in range(0, args.n, 64) for t in strategy.solve_batch(s.questions[i:i + 64],
-                                                                                           m * base)]
-                right = [bool(s.task.check(p, t.answer)) for p, t in zip(s.problems, thoughts)]
-                runs[reserve] = right
+                thoughts = s.solve(strategy, m * base)
+                right = runs[reserve] = s.right(thoughts)
                 closed = sum(t.budget_exhausted and bool(t.answer) for t in thoughts)
                 unanswered = sum(not t.answer for t in thoughts)
                 row = {"strategy": name, "x_B": m, "answer_reserve": reserve, "accuracy": sum(right) / args.n,

@@ -19,18 +19,16 @@ from verified_setup import add_arguments, load
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(ap, n=200, seed=1)
-    ap.add_argument("--budgets", default="2,4", help="multipliers of B, the 0.9 quantile of greedy lengths")
+    add_arguments(ap, n=200, seed=1, budgets="2,4")
     args = ap.parse_args()
     s = load(args)
-    from ponder.eval_scaling import parse_budgets
     from ponder.think.search import BeamSearch
     from ponder.think.verified import BestOfN
 
     common = {"max_tokens": 768, "seed": args.seed, "answer_key": s.task.normalize}
     greedy, base = s.greedy_base(**common)
     print(json.dumps({"base": base, "greedy_accuracy": greedy}), flush=True)
-    for m in parse_budgets(args.budgets):
+    for m in args.budgets:
         bon, bon_tokens = s.run(BestOfN(s.engine, s.chat, s.verifier, n=m, **common), m * base)
         print(json.dumps({"x_B": m, "strategy": "best_of_n", "accuracy": sum(bon) / args.n,
                           "tokens": round(bon_tokens, 1)}), flush=True)

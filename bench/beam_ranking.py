@@ -15,16 +15,14 @@ from verified_setup import add_arguments, load
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(ap, n=200, seed=1)
-    ap.add_argument("--budgets", default="1,2,4", help="multipliers of B, the 0.9 quantile of greedy lengths")
+    add_arguments(ap, n=200, seed=1, budgets="1,2,4")
     args = ap.parse_args()
     s = load(args)
-    from ponder.eval_scaling import parse_budgets
     from ponder.think.search import BeamSearch
 
     greedy, base = s.greedy_base(max_tokens=768, answer_key=s.task.normalize)
     print(json.dumps({"base": base, "greedy_accuracy": greedy}), flush=True)
-    for m in parse_budgets(args.budgets):
+    for m in args.budgets:
         for ranking in ("min", "last"):
             beam = BeamSearch(s.engine, s.chat, s.verifier, beam_width=max(1, m // 4), expansions=min(4, m),
                               step_aggregation=ranking, max_tokens=768, seed=args.seed, answer_key=s.task.normalize)
