@@ -250,8 +250,9 @@ def run_scaling(engine: Engine, chat: ChatFormat, cfg: ScalingConfig, problems: 
         for m in cfg.budgets:
             before = bar.n
             uses_verifier = name in NEEDS_VERIFIER + TAKES_VERIFIER
+            reserve = cfg.answer_reserve if name in WHOLE_CHAINS + ("adaptive",) else 0
 
-            def cell(name=name, m=m, uses_verifier=uses_verifier) -> list[list]:
+            def cell(name=name, m=m, uses_verifier=uses_verifier, reserve=reserve) -> list[list]:
                 params = scaled_params(name, m)
                 if name == "adaptive" and policy is not None:
                     params["policy"] = policy
@@ -259,17 +260,14 @@ def run_scaling(engine: Engine, chat: ChatFormat, cfg: ScalingConfig, problems: 
                     params["temperature"] = cfg.sample_temperature
                 if uses_verifier:
                     params["aggregation"] = cfg.aggregation
-                if name in WHOLE_CHAINS + ("adaptive",):
-                    params["answer_reserve"] = cfg.answer_reserve
+                if reserve:
+                    params["answer_reserve"] = reserve
                 s = build_strategy(name, engine, chat, verifier, max_tokens=cfg.max_tokens, seed=cfg.seed,
                                    answer_key=task.normalize, **params)
                 return solve(s, m * base, m)
 
-            tag = policy_tag if name == "adaptive" else ""
-            if name in WHOLE_CHAINS + ("adaptive",) and cfg.answer_reserve:
-                tag += f"/reserve-{cfg.answer_reserve}"
-            rows = cache.get(f"{name}/{m}{tag}", cell,
-                             verifier_free=not uses_verifier)
+            tag = (policy_tag if name == "adaptive" else "") + (f"/reserve-{reserve}" if reserve else "")
+            rows = cache.get(f"{name}/{m}{tag}", cell, verifier_free=not uses_verifier)
             if bar.n == before:
                 bar.update(n * m)
             results.append(_summarise(name, m, m * base, rows, binned))

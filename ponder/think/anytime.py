@@ -34,7 +34,6 @@ Part = tuple[str, str, int, str]  # split_completion's (reasoning, answer, answe
 class Closed:
     """A cut chain closed by force: its whole steps, the answer, and what closing it generated."""
 
-    chain: int  # which chain of the question's group
     reasoning: str
     answer: str
     answer_tokens: int
@@ -102,7 +101,7 @@ class ChainStrategy(Strategy):
                   budget: int | None, listener: Listener | None = None) -> list[Closed | None]:
         """For each question whose chains all lack an answer and the budget cut: one chain closed, or None.
 
-        The strategy counts `Closed.tokens` in its usage and puts `Closed.part()` in the closed chain's place."""
+        The closed chain's part in `parts` becomes `Closed.part()`; the strategy counts `Closed.tokens`."""
         out: list[Closed | None] = [None] * len(questions)
         if budget is None or not self._anytime:
             return out
@@ -130,7 +129,8 @@ class ChainStrategy(Strategy):
             for (qi, ci, reasoning, _), group in zip(rows, self.engine.generate([r[3] for r in rows], params)):
                 c = group[0]
                 answer = self.chat.parse(self.chat.think_close + c.text).answer  # '' is no answer, still paid
-                out[qi] = Closed(ci, reasoning, answer, c.num_tokens, self._close_tokens + c.num_tokens)
+                out[qi] = Closed(reasoning, answer, c.num_tokens, self._close_tokens + c.num_tokens)
+                parts[qi][ci] = out[qi].part()
         return out
 
 

@@ -26,7 +26,7 @@ class ChainOfThought(ChainStrategy):
         out = []
         for group, (part,), shut, called in zip(groups, parts, closed, calls):
             c = group[0]
-            reasoning, answer, answer_tokens, finish = shut.part() if shut else part
+            reasoning, answer, answer_tokens, finish = part
             if shut is not None and answer and listener is not None:
                 listener.answer(len(out), answer)
             tokens = c.num_tokens + (shut.tokens if shut else 0)
@@ -56,8 +56,6 @@ class MajorityVote(ChainStrategy):
         return [self._vote(*row, budget) for row in zip(groups, parts, closed, calls)]
 
     def _vote(self, group, parts, shut: Closed | None, called: int, budget: int | None) -> Thought:
-        if shut is not None:
-            parts[shut.chain] = shut.part()
         answered = [i for i, p in enumerate(parts) if p[1]]
         completion_tokens = sum(c.num_tokens for c in group) + (shut.tokens if shut else 0)
         calls = called + (shut is not None)

@@ -59,9 +59,6 @@ class BestOfN(ChainStrategy):
         # an answer the token cap cut short is no answer; one verifier call scores all the others
         parts = [[p if p[3] == "stop" else (p[0], "", 0, "length") for p in ps] for ps in parts]
         closed = self.close_cut(questions, groups, parts, budget, listener)
-        for ps, shut in zip(parts, closed):
-            if shut is not None:
-                ps[shut.chain] = shut.part()
         flat = [(qi, ci) for qi, ps in enumerate(parts) for ci, p in enumerate(ps) if p[1]]
         scores = rate(self.verifier, [questions[qi] for qi, _ in flat],
                       [self.chat.steps(parts[qi][ci][0]) for qi, ci in flat],
