@@ -36,7 +36,8 @@ How a `generate(prompts, params)` call runs:
 
 Stop strings are checked only for rows whose new token could complete one (a
 per-vocabulary table of the tokens holding a stop string's last character), by
-decoding a short tail of that row's tokens: no per-token detokenization.
+decoding a short tail of that row's tokens: no per-token detokenization
+(`vocab_text.py`, which also turns streamed tokens into text deltas).
 
 An engine is not thread-safe (it reuses its buffers); use one per thread.
 """
@@ -55,6 +56,7 @@ from ponder.engine.base import (Capabilities, Completion, EngineStats, SamplingP
                                 check_prompt_length, cut_at_stop, empty_completions)
 from ponder.engine.fused import LlamaDecoder, Prefix, PrefixState
 from ponder.engine.kvcache import Pool, SlabLayer, grow
+from ponder.engine.vocab_text import VocabText
 
 __all__ = ["LocalEngine"]
 
@@ -114,8 +116,7 @@ class LocalEngine:
         self._keep_kw = next((k for k in ("logits_to_keep", "num_logits_to_keep") if k in params), None)
         self._fast = LlamaDecoder(model) if fast_path and LlamaDecoder.supports(model) else None
         self._pool = Pool()
-        self._pieces: list[str] | None = None
-        self._stop_tables: dict[tuple[str, ...], torch.Tensor] = {}
+        self._text = VocabText(tokenizer)
 
     # -- the Engine protocol -------------------------------------------------
 
@@ -166,7 +167,7 @@ class LocalEngine:
                 last_use = {prompts[i]: c for c, chunk in enumerate(chunks) for i, _ in chunk}
                 for c, chunk in enumerate(chunks):
                     keys = list(dict.fromkeys(prompts[i] for i, _ in chunk))
-                    emit = self._chunk_listener(chunk, on_step) if on_step is not None else None
+                    emit = self._text.listener(chunk, on_step) if on_step is not None else None
                     out = self._run_chunk(chunk, prompts, ids, keys, store, params, stops, generator, emit)
                     for (i, j), comp in zip(chunk, out):
                         results[i][j] = comp
@@ -186,7 +187,7 @@ class LocalEngine:
         return [list(x) for x in enc["input_ids"]]
 
     def _decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        return self._text.decode(ids)
 
     def _check_length(self, n_prompt: int, max_tokens: int) -> None:
         check_prompt_length(n_prompt, max_tokens, self.max_positions,
@@ -321,7 +322,7 @@ class LocalEngine:
         stop_of: list[str | None] = [None] * B
         eos_list = self.eos_token_ids
         eos = torch.tensor(eos_list, dtype=torch.long, device=dev)
-        cand_table = self._stop_table(stops, logits.shape[-1], dev) if stops else None
+        cand_table = self._text.stop_table(stops, logits.shape[-1], dev) if stops else None
         window = max((len(s) for s in stops), default=0) + 4
 
         for step in range(T):
@@ -393,63 +394,6 @@ class LocalEngine:
                 logprobs=lp_cpu[r, : end[r]].tolist() if lp_cpu is not None else None,
             ))
         return out
-
-    def _chunk_listener(self, chunk: list[tuple[int, int]], on_step: StepListener):
-        """Adapts a call-level listener to one chunk: chunk rows and tokens in (turned into text
-        deltas, holding back bytes of a character not complete yet), chunk rows to end out."""
-        pieces = self._vocab_pieces()
-        pending: dict[int, list[int]] = {}
-
-        def delta(r: int, t: int) -> str:
-            piece = pieces[t] if t < len(pieces) else "\ufffd"
-            if "\ufffd" not in piece and r not in pending:
-                return piece
-            ids = pending.setdefault(r, [])
-            ids.append(t)
-            text = self._decode(ids)
-            if text.endswith("\ufffd") and len(ids) < 4:
-                return ""
-            del pending[r]
-            return text
-
-        def emit(chunk_rows: list[int], tokens: list[int]) -> set[int]:
-            ended = on_step([chunk[r] for r in chunk_rows], [delta(r, t) for r, t in zip(chunk_rows, tokens)])
-            if not ended:
-                return set()
-            ended = set(ended)
-            return {r for r in chunk_rows if chunk[r][0] in ended}
-
-        return emit
-
-    def _stop_table(self, stops: tuple[str, ...], vocab: int, dev) -> torch.Tensor:
-        """Which tokens could complete a stop string: their text holds a stop's last character."""
-        table = self._stop_tables.get(stops)
-        if table is not None and table.shape[0] == vocab and table.device == dev:
-            return table
-        pieces = self._vocab_pieces()
-        lasts = {s[-1] for s in stops}
-        flags = [True] * vocab
-        for i in range(min(vocab, len(pieces))):
-            p = pieces[i]
-            flags[i] = (not p) or ("\ufffd" in p) or any(ch in p for ch in lasts)
-        table = torch.tensor(flags, dtype=torch.bool, device=dev)
-        self._stop_tables[stops] = table
-        return table
-
-    def _vocab_pieces(self) -> list[str]:
-        """The text each token adds when it follows an ordinary token (keeps leading spaces)."""
-        if self._pieces is None:
-            n = len(self.tokenizer)
-            anchor = self.tokenizer.encode("a", add_special_tokens=False)
-            if len(anchor) == 1:
-                base = self._decode(anchor)
-                texts = self.tokenizer.batch_decode([[anchor[0], i] for i in range(n)], skip_special_tokens=False,
-                                                    clean_up_tokenization_spaces=False)
-                self._pieces = [t[len(base):] if t.startswith(base) else t for t in texts]
-            else:
-                self._pieces = self.tokenizer.batch_decode([[i] for i in range(n)], skip_special_tokens=False,
-                                                           clean_up_tokenization_spaces=False)
-        return self._pieces
 
 
 def _spans(rows_prompt: list[str]) -> list[tuple[str, int, int]]:
