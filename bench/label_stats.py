@@ -14,32 +14,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import defaultdict
+from pathlib import Path
 from statistics import mean
 
+from ponder import PonderError
+from ponder.train.prm import read_labels
+from ponder.train.prm_data import LabelledChain, label_summary
 
-def stats(rows: list[dict]) -> dict:
-    by_problem: dict[str, list[dict]] = defaultdict(list)
-    for r in rows:
-        by_problem[r["question"]].append(r)
-    mixed = [v for v in by_problem.values() if any(r["correct"] for r in v) and not all(r["correct"] for r in v)]
-    wrong_in_mixed = same_lines = 0
-    for chains in mixed:
-        rights = [r["steps"] for r in chains if r["correct"]]
-        for w in (r["steps"] for r in chains if not r["correct"]):
-            wrong_in_mixed += 1
-            same_lines += any(w[:len(r)] == r[:len(w)] for r in rights)
-    lowest = lambda ok: [min(r["soft"]) for r in rows if r["correct"] == ok and r["soft"]]  # noqa: E731
-    return {
-        "chains": len(rows),
-        "correct": sum(r["correct"] for r in rows) / max(1, len(rows)),
-        "lowest_label_right": mean(lowest(True) or [float("nan")]),
-        "lowest_label_wrong": mean(lowest(False) or [float("nan")]),
-        "problems": len(by_problem),
-        "problems_disagreeing": len(mixed),
-        "wrong_chains_there": wrong_in_mixed,
-        "of_them_same_lines": same_lines,
-    }
+
+def stats(chains: list[LabelledChain]) -> dict:
+    lowest = lambda ok: [min(c.soft) for c in chains if c.correct == ok and c.soft] or [float("nan")]  # noqa: E731
+    return {"chains": len(chains), "correct": sum(c.correct for c in chains) / len(chains),
+            "lowest_label_right": mean(lowest(True)), "lowest_label_wrong": mean(lowest(False)),
+            **label_summary(chains)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,19 +35,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     try:
-        with open(args.labels) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-    except (OSError, json.JSONDecodeError) as e:
+        chains = read_labels(Path(args.labels))
+    except (OSError, PonderError) as e:
         print(f"label_stats: cannot read {args.labels}: {e}", file=sys.stderr)
         return 2
-    s = stats(rows)
+    s = stats(chains)
     if args.json:
         print(json.dumps(s, indent=1))
         return 0
     print(f"{s['chains']} chains, {s['correct']:.1%} correct; lowest step label: right {s['lowest_label_right']:.2f}, "
           f"wrong {s['lowest_label_wrong']:.2f}")
     print(f"{s['problems']} problems, {s['problems_disagreeing']} whose chains disagree on correctness; "
-          f"{s['of_them_same_lines']} of their {s['wrong_chains_there']} wrong chains write a right chain's lines "
+          f"{s['wrong_with_right_lines']} of their {s['wrong_chains_there']} wrong chains write a right chain's lines "
           "and only stop elsewhere")
     return 0
 

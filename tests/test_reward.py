@@ -18,6 +18,7 @@ from ponder.train.prm import PRMConfig, batch_loss, body_features, train_prm
 from ponder.train.prm_data import (
     LabelledChain,
     label_problems,
+    label_summary,
     prefix_texts,
     split_chain,
 )
@@ -82,6 +83,27 @@ def test_a_rollout_whose_answer_the_cap_cut_does_not_count_as_correct():
     assert split_chain(CHAT, "a\nb</think>5<|end|>") == (["a", "b"], "5")
     assert split_chain(CHAT, "a\nb") == (["a", "b"], None)
     assert prefix_texts(CHAT, ["a", "b", "c"]) == ["a\n", "a\nb\n", "a\nb\nc</think>"]
+
+
+def test_label_summary_counts_where_a_verifier_can_choose_and_wrong_chains_without_a_wrong_line():
+    def chain(q, steps, ok):
+        return LabelledChain(q, "1", steps, "1" if ok else "0", ok)
+
+    chains = [chain("A", ["a", "b", "c"], True), chain("A", ["a", "b"], False),  # stops early: no wrong line
+              chain("A", ["a", "b", "c", "d"], False),  # runs on past the right stop: no wrong line either
+              chain("A", ["a", "x"], False),  # a wrong line
+              chain("B", ["a"], True), chain("B", ["b"], True), chain("C", ["a"], False)]
+    assert label_summary(chains) == {"problems": 3, "problems_disagreeing": 1, "wrong_chains_there": 3,
+                                     "wrong_with_right_lines": 2}
+
+
+def test_training_says_when_few_problems_leave_a_verifier_a_choice(capsys):
+    from ponder.train.prm import _warn_if_little_to_choose
+
+    _warn_if_little_to_choose({"problems": 1511, "problems_disagreeing": 108})
+    assert "only 108 of 1511 labelled problems" in capsys.readouterr().err
+    _warn_if_little_to_choose({"problems": 2043, "problems_disagreeing": 1476})
+    assert capsys.readouterr().err == ""
 
 
 def test_aggregation_by_hand():
@@ -175,6 +197,7 @@ def _cfg(tmp_path, micro_dir, name, **kw):
 def test_training_fits_the_labels_and_the_saved_model_scores_good_steps_higher(tmp_path, micro_dir):
     final = train_prm(_cfg(tmp_path, micro_dir, "prm", train_body=True, body_learning_rate=3e-3))
     records = [json.loads(line) for line in (tmp_path / "prm" / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["problems"] == records[0]["problems_disagreeing"] == 40
     losses = [r["loss"] for r in records if "loss" in r]
     assert losses[-1] < 0.5 * losses[0]
     evals = [r for r in records if "eval/loss" in r]

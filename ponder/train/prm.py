@@ -13,6 +13,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from ponder.train.prm_data import (
     LabelledChain,
     is_eval_chain,
     label_problems,
+    label_summary,
     problems_for_round,
 )
 from ponder.train.sft import lr_at
@@ -167,6 +169,15 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _warn_if_little_to_choose(summary: dict[str, int]) -> None:
+    """Say early when the labels cannot teach a verifier much (bench/label_stats.py has the numbers)."""
+    n, mixed = summary["problems"], summary["problems_disagreeing"]
+    if n >= 20 and mixed < 0.1 * n:
+        print(f"note: only {mixed} of {n} labelled problems have chains that disagree on correctness; a verifier "
+              "can choose only there (more chains per problem or a hotter sample_temperature give it more)",
+              file=sys.stderr)
 
 
 def read_labels(path: Path) -> list[LabelledChain]:
@@ -332,9 +343,11 @@ def train_prm(cfg: PRMConfig, resume: bool = False, config_text: str | None = No
         state = load_trainer_state(ckpt, opt)
     log = MetricsLog(out / "metrics.jsonl", resume_step=state["step"] if ckpt else None)
     if ckpt is None:
+        summary = label_summary(chains)
         log.log({"step": 0, "labelled_chains": len(chains), "train_chains": len(train), "eval_chains": len(held),
                  "correct_fraction": round(sum(c.correct for c in chains) / len(chains), 4),
-                 "mean_soft_label": round(_mean([s for c in chains for s in c.soft]), 4)})
+                 "mean_soft_label": round(_mean([s for c in chains for s in c.soft]), 4), **summary})
+        _warn_if_little_to_choose(summary)
     features = None if cfg.train_body else body_features(rm, train)
     rm.model.train()
     step, seconds = state["step"], state["seconds"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import zlib
+from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
 from ponder import PonderError
@@ -143,3 +144,23 @@ def problems_for_round(task_name: str, levels: list[int], count: int, seed: int,
 
     rng = random.Random(f"prm/{task_name}/{seed}/{round_index}")
     return [sample_problem(rng, task_name, rng.choice(levels), heldout=False) for _ in range(count)]
+
+
+def label_summary(chains: list[LabelledChain]) -> dict[str, int]:
+    """What the labels leave a verifier to learn. It can only choose in problems whose chains disagree on
+    correctness; a wrong chain whose steps are a prefix of a right chain's (or the other way round) writes
+    no wrong line, only stops in the wrong place, so its step labels grade the question, not a step."""
+    by_problem: dict[str, list[LabelledChain]] = defaultdict(list)
+    for c in chains:
+        by_problem[c.question].append(c)
+    disagreeing = wrong = same_lines = 0
+    for group in by_problem.values():
+        rights = [c.steps for c in group if c.correct]
+        wrongs = [c.steps for c in group if not c.correct]
+        if not rights or not wrongs:
+            continue
+        disagreeing += 1
+        wrong += len(wrongs)
+        same_lines += sum(any(w[:len(r)] == r[:len(w)] for r in rights) for w in wrongs)
+    return {"problems": len(by_problem), "problems_disagreeing": disagreeing,
+            "wrong_chains_there": wrong, "wrong_with_right_lines": same_lines}
