@@ -97,6 +97,21 @@ def test_label_summary_counts_where_a_verifier_can_choose_and_wrong_chains_witho
                                      "wrong_with_right_lines": 2}
 
 
+def test_checked_labels_hold_up_to_the_first_wrong_step_and_need_a_task_that_checks():
+    from ponder.train.prm_data import check_labels
+
+    q = "Evaluate: a=1 b=0 c=a&b d=!c e=d|b ?e"  # c=0 d=1 e=1
+    chains = [LabelledChain(q, "1", ["c=1&0=0", "d=!0=1", "e=1|0=1"], "1", True),
+              LabelledChain(q, "1", ["c=1&0=1", "d=!1=1", "e=1|0=1"], "1", True)]  # right answer after a slip
+    check_labels("cvp", chains)
+    assert [c.checked for c in chains] == [[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]
+    assert chains[1].targets("prm", "checked") == [0.0, 0.0, 0.0, 1.0]  # the answer's own label stays its outcome
+    with pytest.raises(PonderError, match="checks its own steps"):
+        check_labels("isq", [LabelledChain("What is 3^(2^1) mod 97?", "9", ["3^2=9"], "9", True)])
+    with pytest.raises(PonderError, match="'label'.*isq"):
+        PRMConfig(label="checked", task="isq", levels=[1])
+
+
 def test_training_says_when_few_problems_leave_a_verifier_a_choice(capsys):
     from ponder.train.prm import _warn_if_little_to_choose
 

@@ -301,6 +301,29 @@ def test_check_accepts_reference_and_rejects_perturbed(name, seed, data):
         assert not task.check(problem, full), bad
 
 
+@SETTINGS
+@given(seed=seeds, data=st.data())
+def test_cvp_checks_each_step_by_the_gate_value_it_carries(seed, data):
+    task = TASKS["cvp"]
+    problem = task.sample(random.Random(seed), data.draw(st.integers(1, task.max_level)))
+    steps = list(problem.steps)
+    assert task.check_steps(problem.question, steps) == [True] * len(steps)
+    k = data.draw(st.integers(0, len(steps) - 1))
+    flipped = steps[k][:-1] + str(1 - int(steps[k][-1]))  # the same gate with the other value
+    want = [i != k for i in range(len(steps))]  # the steps after it are judged on their own values
+    assert task.check_steps(problem.question, steps[:k] + [flipped] + steps[k + 1:]) == want
+    swapped = re.sub(r"[&|^]", lambda m: "&" if m.group() != "&" else "|", steps[k])
+    assert task.check_steps(problem.question, [swapped])[0] is True  # operands as written are not judged
+    first_input = problem.question.split()[1]  # `a=1`: an input, not a gate
+    assert task.check_steps(problem.question, [first_input, "zz=1&0=1", "no step"]) == [False] * 3
+
+
+def test_only_families_that_can_judge_a_step_say_so():
+    assert TASKS["cvp"].can_check_steps
+    assert not TASKS["isq"].can_check_steps and TASKS["isq"].check_steps("What is 3^(2^5) mod 97?", ["3^2=9"]) is None
+    assert TASKS["cvp"].check_steps("What is 3^(2^5) mod 97?", ["3^2=9"]) is None  # not a circuit
+
+
 def test_extract_reads_the_last_valid_answer():
     s5, cvp, mod = S5(), CVP(), ModAdd()
     assert s5.extract("35412 then 11111") == "35412"

@@ -62,6 +62,15 @@ class Task(ABC):
         are false. The default checks nothing: (0, 0)."""
         return 0, 0
 
+    @property
+    def can_check_steps(self) -> bool:
+        return type(self).check_steps is not Task.check_steps
+
+    def check_steps(self, question: str, steps: list[str]) -> list[bool] | None:
+        """Whether each step of a chain is right, judged against the question itself, or None when the family
+        cannot tell. Exact step labels for a reward model (`label: checked`), where rollouts only estimate."""
+        return None
+
     def describe_level(self, level: int) -> str:
         """A short human description of what a level means, for tables."""
         return f"level {level}"

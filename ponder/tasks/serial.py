@@ -391,3 +391,46 @@ class CVP(_SerialTask):
     def extract(self, text: str) -> str | None:
         bits = _BIT.findall(text)
         return bits[-1] if bits else None
+
+    def check_steps(self, question: str, steps: list[str]) -> list[bool] | None:
+        """A step `w=x op y=v` is right when w is a gate of the circuit and v its true value: the running
+        state is what decides the answer. The operands as written are not judged (the model often writes
+        them in another order or with another op and still carries the right value on)."""
+        wires = _circuit(question)
+        if wires is None:
+            return None
+        values: dict[str, int] = {}
+        for name, wire in wires.items():
+            values[name] = wire if isinstance(wire, int) else _gate_value(wire, values)
+        out = []
+        for step in steps:
+            m = _STEP.match(step.strip())
+            name = m.group(1) if m else None
+            out.append(name is not None and not isinstance(wires.get(name, 0), int)
+                       and int(m.group(7)) == values[name])
+        return out
+
+
+_WIRE = re.compile(r"^([a-z]+)=(?:([01])|!([a-z]+)|([a-z]+)([&|^])([a-z]+))$")
+_STEP = re.compile(r"^([a-z]+)=(?:(!)([01])|([01])([&|^])([01]))=([01])$")
+
+
+def _circuit(question: str) -> dict[str, int | tuple[str, list[str]]] | None:
+    """The wires of a cvp question in order: an input's value, or a gate's (op, operand names)."""
+    body = question.removeprefix("Evaluate:").split("?")[0].split()
+    wires: dict[str, int | tuple[str, list[str]]] = {}
+    for part in body:
+        m = _WIRE.match(part)
+        if m is None:
+            return None
+        name, const, neg, x, op, y = m.groups()
+        args = [neg] if neg else [x, y] if x else []
+        if any(a not in wires for a in args):
+            return None
+        wires[name] = int(const) if const is not None else ("!", args) if neg else (op, args)
+    return wires or None
+
+
+def _gate_value(gate: tuple[str, list[str]], values: dict[str, int]) -> int:
+    op, args = gate
+    return 1 - values[args[0]] if op == "!" else _OPS[op](values[args[0]], values[args[1]])

@@ -34,6 +34,7 @@ from ponder.train.checkpoint import (
 from ponder.train.metrics import MetricsLog, progress
 from ponder.train.prm_data import (
     LabelledChain,
+    check_labels,
     is_eval_chain,
     label_problems,
     label_summary,
@@ -48,7 +49,7 @@ class PRMConfig:
     policy: str = "built-in"  # the model whose chains are sampled and rolled out
     init: str | None = None  # the reward model's body; default: the policy's
     kind: Literal["prm", "orm"] = "prm"
-    label: Literal["soft", "hard"] = "soft"
+    label: Literal["soft", "hard", "checked"] = "soft"  # checked: exact step labels from the task's own check
     aggregation: Literal["last", "min", "prod"] | None = None  # saved as the model's default; None: last
     # labelling
     task: str = "cvp"
@@ -104,6 +105,9 @@ class PRMConfig:
                               "set eval_fraction and eval_steps above 0")
         if self.sample_temperature <= 0:
             raise PonderError("config field 'sample_temperature' must be > 0: Monte-Carlo labels need sampling")
+        if self.label == "checked" and not get_task(self.task).can_check_steps:
+            raise PonderError(f"config field 'label': 'checked' needs a task that checks its own steps; "
+                              f"{self.task!r} does not (use soft or hard)")
         if self.labels_path is None:
             task = get_task(self.task)
             bad = [lv for lv in self.levels if not 1 <= lv <= task.max_level]
@@ -326,6 +330,8 @@ def train_prm(cfg: PRMConfig, resume: bool = False, config_text: str | None = No
     if config_text is not None:
         (out / "config.yaml").write_text(config_text)
     chains = read_labels(ensure_labels(cfg, out))
+    if cfg.label == "checked":
+        check_labels(cfg.task, chains)
     train = [c for c in chains if not is_eval_chain(c.question, cfg.eval_fraction)]
     held = [c for c in chains if is_eval_chain(c.question, cfg.eval_fraction)]
     if not train:
