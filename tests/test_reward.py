@@ -112,6 +112,23 @@ def test_checked_labels_hold_up_to_the_first_wrong_step_and_need_a_task_that_che
         PRMConfig(label="checked", task="isq", levels=[1])
 
 
+def test_held_out_step_accuracy_is_judged_against_the_labels_trained_on():
+    from ponder.train.prm import evaluate_verifier
+
+    class Says:  # a verifier that calls every step right and every answer right
+        aggregation = "min"
+
+        def encode(self, question, steps, answer):
+            return len(steps) + 1
+
+        def logits(self, encoded):
+            return [torch.full((n,), 5.0) for n in encoded]
+
+    chain = LabelledChain("q", "1", ["s1", "s2"], "1", True, soft=[1.0, 1.0], hard=[1.0, 1.0], checked=[1.0, 0.0])
+    assert evaluate_verifier(Says(), [chain], "prm", "hard")["eval/step_acc"] == 1.0
+    assert evaluate_verifier(Says(), [chain], "prm", "checked")["eval/step_acc"] == 0.5
+
+
 def test_training_says_when_few_problems_leave_a_verifier_a_choice(capsys):
     from ponder.train.prm import _warn_if_little_to_choose
 

@@ -249,8 +249,9 @@ def evaluate_verifier(rm: RewardModel, chains: list[LabelledChain], kind: str, l
             for c, logit in zip(part, rm.logits([rm.encode(c.question, c.steps, c.answer) for c in part])):
                 probs = torch.sigmoid(logit).tolist()
                 final_hits += (probs[-1] > 0.5) == c.correct
-                step_hits += sum((p > 0.5) == (h > 0.5) for p, h in zip(probs, c.hard))
-                step_n += len(c.hard)
+                steps = c.checked if label == "checked" else c.hard  # what the steps are judged against
+                step_hits += sum((p > 0.5) == (h > 0.5) for p, h in zip(probs, steps))
+                step_n += len(steps)
                 scores.append(aggregate(probs, rm.aggregation))
     by_q: dict[str, list[tuple[float, bool]]] = {}
     for c, s in zip(chains, scores):
