@@ -106,6 +106,8 @@ def test_checked_labels_hold_up_to_the_first_wrong_step_and_need_a_task_that_che
     check_labels("cvp", chains)
     assert [c.checked for c in chains] == [[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]
     assert chains[1].targets("prm", "checked") == [0.0, 0.0, 0.0, 1.0]  # the answer's own label stays its outcome
+    check_labels("cvp", chains, each=True)
+    assert [c.checked for c in chains] == [[1.0, 1.0, 1.0], [0.0, 1.0, 1.0]]  # d and e carry their true values
     with pytest.raises(PonderError, match="checks its own steps"):
         check_labels("isq", [LabelledChain("What is 3^(2^1) mod 97?", "9", ["3^2=9"], "9", True)])
     with pytest.raises(PonderError, match="'label'.*isq"):

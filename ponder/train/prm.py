@@ -49,7 +49,9 @@ class PRMConfig:
     policy: str = "built-in"  # the model whose chains are sampled and rolled out
     init: str | None = None  # the reward model's body; default: the policy's
     kind: Literal["prm", "orm"] = "prm"
-    label: Literal["soft", "hard", "checked"] = "soft"  # checked: exact step labels from the task's own check
+    # checked: exact step labels from the task's own check, 1 up to the first wrong step; checked_each: each
+    # step by its own check
+    label: Literal["soft", "hard", "checked", "checked_each"] = "soft"
     aggregation: Literal["last", "min", "prod"] | None = None  # saved as the model's default; None: last
     # labelling
     task: str = "cvp"
@@ -105,8 +107,8 @@ class PRMConfig:
                               "set eval_fraction and eval_steps above 0")
         if self.sample_temperature <= 0:
             raise PonderError("config field 'sample_temperature' must be > 0: Monte-Carlo labels need sampling")
-        if self.label == "checked" and not get_task(self.task).can_check_steps:
-            raise PonderError(f"config field 'label': 'checked' needs a task that checks its own steps; "
+        if self.label.startswith("checked") and not get_task(self.task).can_check_steps:
+            raise PonderError(f"config field 'label': {self.label!r} needs a task that checks its own steps; "
                               f"{self.task!r} does not (use soft or hard)")
         if self.labels_path is None:
             task = get_task(self.task)
@@ -249,7 +251,7 @@ def evaluate_verifier(rm: RewardModel, chains: list[LabelledChain], kind: str, l
             for c, logit in zip(part, rm.logits([rm.encode(c.question, c.steps, c.answer) for c in part])):
                 probs = torch.sigmoid(logit).tolist()
                 final_hits += (probs[-1] > 0.5) == c.correct
-                steps = c.checked if label == "checked" else c.hard  # what the steps are judged against
+                steps = c.checked if label.startswith("checked") else c.hard  # what the steps are judged against
                 step_hits += sum((p > 0.5) == (h > 0.5) for p, h in zip(probs, steps))
                 step_n += len(steps)
                 scores.append(aggregate(probs, rm.aggregation))
@@ -331,8 +333,8 @@ def train_prm(cfg: PRMConfig, resume: bool = False, config_text: str | None = No
     if config_text is not None:
         (out / "config.yaml").write_text(config_text)
     chains = read_labels(ensure_labels(cfg, out))
-    if cfg.label == "checked":
-        check_labels(cfg.task, chains)
+    if cfg.label.startswith("checked"):
+        check_labels(cfg.task, chains, each=cfg.label == "checked_each")
     train = [c for c in chains if not is_eval_chain(c.question, cfg.eval_fraction)]
     held = [c for c in chains if is_eval_chain(c.question, cfg.eval_fraction)]
     if not train:

@@ -31,7 +31,7 @@ class LabelledChain:
     soft: list[float] = field(default_factory=list)  # per step: fraction of rollouts that end correct
     hard: list[float] = field(default_factory=list)  # per step: 1.0 when any rollout ends correct
     level: int = 0
-    checked: list[float] = field(default_factory=list)  # per step: 1.0 while every step so far is right (task's check)
+    checked: list[float] = field(default_factory=list)  # per step, the task's own check (see check_labels)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,7 +45,7 @@ class LabelledChain:
         final = [1.0 if self.correct else 0.0]
         if kind == "orm":
             return final
-        steps = {"soft": self.soft, "hard": self.hard, "checked": self.checked}[label]
+        steps = {"soft": self.soft, "hard": self.hard, "checked": self.checked, "checked_each": self.checked}[label]
         return list(steps) + (final if self.answer is not None else [])
 
 
@@ -147,17 +147,18 @@ def problems_for_round(task_name: str, levels: list[int], count: int, seed: int,
     return [sample_problem(rng, task_name, rng.choice(levels), heldout=False) for _ in range(count)]
 
 
-def check_labels(task_name: str, chains: list[LabelledChain]) -> None:
+def check_labels(task_name: str, chains: list[LabelledChain], each: bool = False) -> None:
     """Fill each chain's `checked` labels from the task's own step check: 1 up to the first wrong step, 0 from
-    there on (a right answer after a wrong step is luck, not reasoning)."""
+    there on (a right answer after a wrong step is luck, not reasoning); with `each`, every step by its own
+    check (in cvp the last gate's value alone decides the answer, whatever went wrong before)."""
     task = get_task(task_name)
     for c in chains:
         ok = task.check_steps(c.question, c.steps)
         if ok is None:
             raise PonderError(f"label 'checked' needs a task that checks its own steps; {task_name!r} cannot "
                               f"check the steps of {c.question!r}")
-        first_wrong = ok.index(False) if False in ok else len(ok)
-        c.checked = [1.0 if i < first_wrong else 0.0 for i in range(len(ok))]
+        first_wrong = len(ok) if each or False not in ok else ok.index(False)
+        c.checked = [1.0 if right and i < first_wrong else 0.0 for i, right in enumerate(ok)]
 
 
 def label_summary(chains: list[LabelledChain]) -> dict[str, int]:
