@@ -8,7 +8,8 @@ On the labelled chains of the held-out split (the problems `ponder train prm` ev
   (does the score drop where the error is?);
 - `clean chain`: AUC of the chain's score (the verifier's own aggregation) for chains whose every step is
   right against chains with a wrong step;
-- `pick`: how often its pick among a problem's chains is right, and at random.
+- `pick`: how often its pick among a problem's chains is right, and at random; also apart for the problems
+  with a chain whose every step is right and for those without one.
 """
 
 from __future__ import annotations
@@ -50,9 +51,17 @@ def judge(rm: RewardModel, chains: list[LabelledChain]) -> dict:
         (clean if all(ok) else dirty).append(score)
         by_problem.setdefault(c.question, []).append((score, c.correct))
     picks = [max(v, key=lambda t: t[0])[1] for v in by_problem.values()]
+    has_clean = [any(c.question == q and all(c.checked) for c in chains) for q in by_problem]
+    split = {f"pick_{'with' if want else 'without'}_clean": _share([p for p, h in zip(picks, has_clean) if h == want])
+             for want in (True, False)}
     return {"first_wrong_step_auc": auc(right, first_wrong), "clean_chain_auc": auc(clean, dirty),
             "pick": sum(picks) / len(picks), "random_pick": sum(c.correct for c in chains) / len(chains),
+            **split, "problems_with_clean": sum(has_clean), "problems": len(picks),
             "chains": len(chains), "clean_chains": len(clean)}
+
+
+def _share(flags: list[bool]) -> float | None:
+    return sum(flags) / len(flags) if flags else None
 
 
 def main(argv: list[str] | None = None) -> int:
