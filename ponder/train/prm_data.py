@@ -155,7 +155,7 @@ def check_labels(task_name: str, chains: list[LabelledChain], each: bool = False
     for c in chains:
         ok = task.check_steps(c.question, c.steps)
         if ok is None:
-            raise PonderError(f"label 'checked' needs a task that checks its own steps; {task_name!r} cannot "
+            raise PonderError(f"exact step labels need a task that checks its own steps; {task_name!r} cannot "
                               f"check the steps of {c.question!r}")
         first_wrong = len(ok) if each or False not in ok else ok.index(False)
         c.checked = [1.0 if right and i < first_wrong else 0.0 for i, right in enumerate(ok)]
