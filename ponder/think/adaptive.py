@@ -172,10 +172,14 @@ class Adaptive(Strategy):
                  temperature: float = 0.8, top_p: float = 1.0, seed: int | None = 0, weighted: bool = True,
                  aggregation: str | None = None, answer_reserve: int = 0, **kw) -> None:
         super().__init__(engine, chat, **kw)
-        if answer_reserve < 0:
-            raise PonderError(f"answer_reserve must be >= 0, got {answer_reserve}")
-        self.answer_reserve = answer_reserve  # for the probe's greedy chain and delegated whole chains
         from ponder.think.registry import STRATEGIES
+        from ponder.think.sampling import ChainOfThought
+
+        self.answer_reserve = answer_reserve  # for the probe's greedy chain and delegated whole chains
+        # the probe's greedy chain when it answers anytime (its constructor checks the reserve)
+        self._anytime_cot = None if answer_reserve == 0 else ChainOfThought(
+            engine, chat, top_p=top_p, seed=seed, max_tokens=self.max_tokens, answer_key=self.answer_key,
+            answer_reserve=answer_reserve)
 
         if verifier is not None and not callable(getattr(verifier, "score_batch", None)):
             raise PonderError("adaptive: the verifier must be a reward model (score_batch)")
@@ -215,7 +219,7 @@ class Adaptive(Strategy):
 
     def _greedy(self, qs: list[_Q], under) -> list[tuple[_Q, _Chain]]:
         """Each question's greedy chain, not yet scored (the probe's wave decides whether it needs to be)."""
-        if self.answer_reserve and not any(math.isinf(q.budget) for q in qs):
+        if self._anytime_cot is not None and not any(math.isinf(q.budget) for q in qs):
             return self._greedy_anytime(qs, under)
         by_cap: dict[int, list[_Q]] = {}
         for q in qs:
@@ -231,16 +235,12 @@ class Adaptive(Strategy):
 
     def _greedy_anytime(self, qs: list[_Q], under) -> list[tuple[_Q, _Chain]]:
         """The greedy chains as `cot` with `answer_reserve` writes them: closed to answer if the budget cuts them."""
-        from ponder.think.sampling import ChainOfThought
-
-        cot = ChainOfThought(self.engine, self.chat, top_p=self.top_p, seed=self.seed, max_tokens=self.max_tokens,
-                             answer_key=self.answer_key, answer_reserve=self.answer_reserve)
         by_budget: dict[int, list[_Q]] = {}
         for q in qs:
             by_budget.setdefault(int(q.budget), []).append(q)
         new = []
         for budget, group in by_budget.items():
-            for q, th in zip(group, cot.solve_batch([q.question for q in group], budget)):
+            for q, th in zip(group, self._anytime_cot.solve_batch([q.question for q in group], budget)):
                 q.usage.add(th.usage)
                 q.budget -= th.usage.completion_tokens
                 ch = _Chain(th.reasoning, th.answer, th.usage.answer_tokens,
