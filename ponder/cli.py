@@ -47,7 +47,8 @@ def cmd_ask(args) -> None:
     if args.strategy:
         strategy = _search_strategy(args, engine, chat)
     else:
-        strategy = strategy_for_effort(args.effort, engine, chat, max_tokens=args.max_tokens, seed=args.seed)
+        strategy = strategy_for_effort(args.effort, engine, chat, max_tokens=args.max_tokens, seed=args.seed,
+                                       preset=args.effort_preset)
     thought = strategy.solve(args.question, args.budget)
     seconds = time.perf_counter() - t0
     u = thought.usage
@@ -97,6 +98,7 @@ def cmd_eval(args) -> None:
     from ponder.evaluate import evaluate, heldout_problems
     from ponder.tasks import get_task
     from ponder.think import strategy_for_effort
+    from ponder.think.effort import preset_of
 
     if args.task is None or args.level is None:
         raise PonderError("eval needs --task and --level (or: ponder eval scaling --task T --level L ...)")
@@ -106,9 +108,10 @@ def cmd_eval(args) -> None:
     task.sample(__import__("random").Random(0), args.level)  # validates the level
     engine, _, chat = _load(args.model, args.engine)
     strategy = strategy_for_effort(args.effort, engine, chat, max_tokens=args.max_tokens, seed=args.seed,
-                                   answer_key=task.normalize)
+                                   answer_key=task.normalize, preset=args.effort_preset)
     res = evaluate(strategy, args.task, args.level, heldout_problems(args.task, args.level, args.n, args.seed))
-    s = {**res.summary(), "effort": args.effort, "model": args.model}
+    s = {**res.summary(), "effort": args.effort, "effort_preset": preset_of(args.effort, args.effort_preset),
+         "model": args.model}
     if args.json:
         print(json.dumps(s))
     else:
@@ -271,7 +274,7 @@ def cmd_serve(args) -> None:
         name = args.served_model_name or ("ponder-tiny" if args.model == "built-in" else Path(args.model).name)
     cfg = ServeConfig(model_name=name, api_keys=tuple(args.api_key), expose_reasoning=args.expose_reasoning,
                       max_batch=args.max_batch, max_queue=args.max_queue, request_timeout=args.timeout)
-    app = build_app(engine, chat, cfg, tokenizer=tokenizer, max_tokens=args.max_tokens)
+    app = build_app(engine, chat, cfg, tokenizer=tokenizer, max_tokens=args.max_tokens, preset=args.effort_preset)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if not cfg.api_keys:
         logging.getLogger("ponder.serve").warning("no --api-key given: anyone who can reach %s:%d may use the server",

@@ -129,6 +129,10 @@ def build_parser(commands: Mapping[str, Callable]) -> argparse.ArgumentParser:
     sv.add_argument("--tokenizer", help="local tokenizer directory of the upstream model (chat template, counts)")
     sv.set_defaults(func=commands["cmd_serve"])
 
+    for parser in (a, e, sv):
+        parser.add_argument("--effort-preset", choices=["vote", "adaptive"],
+                            help="what medium and high run: majority votes, or adaptive spending (default: medium "
+                                 "adaptive, high a 16-vote; see BENCHMARKS.md, Effort presets)")
     for parser in (a, e, es, sv):
         parser.add_argument("--engine", choices=["local", "vllm"], default="local",
                             help="what samples: the local sampler, or vLLM on a GPU (an optional extra)")

@@ -48,6 +48,18 @@ def test_ask_shows_reasoning_only_when_asked(micro_dir, capsys):
     assert "--- reasoning ---" in capsys.readouterr().out
 
 
+def test_effort_preset_chooses_what_high_runs(micro_dir, capsys):
+    ask = ["ask", "What is 2 + 3?", "--model", str(micro_dir), "--json", "--show-tree", "--max-tokens", "6",
+           "--effort", "high"]
+    assert main(ask) == 0
+    assert len(json.loads(capsys.readouterr().out)["tree"]["children"]) == 16  # the default: a 16-vote
+    assert main(ask + ["--effort-preset", "adaptive"]) == 0
+    assert json.loads(capsys.readouterr().out)["tree"]["children"][0]["text"].startswith("probe: 4 chains")
+    assert main(["eval", "--task", "modadd", "--level", "3", "-n", "2", "--model", str(micro_dir), "--json",
+                 "--max-tokens", "6", "--effort", "medium"]) == 0
+    assert json.loads(capsys.readouterr().out)["effort_preset"] == "adaptive"
+
+
 def test_eval_json_counts_problems_and_tokens(micro_dir, capsys):
     assert main(["eval", "--task", "modadd", "--level", "3", "-n", "5", "--model", str(micro_dir), "--json",
                  "--max-tokens", "10"]) == 0

@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from live_server import live_server
+from ponder import PonderError
 from ponder.engine.base import SamplingParams
 from ponder.engine.local import LocalEngine
 from ponder.engine.remote import RemoteEngine
@@ -28,10 +29,10 @@ Q = "What is 48213 + 7395?"  # 55608; the tests compare with what the strategy a
 MOD = "What is 3 + 5 + 6 + 1 mod 7?"
 
 
-def _server(**cfg):
+def _server(preset=None, **cfg):
     model, tok, chat = load_model("built-in")
     engine = LocalEngine(model, tok)
-    app = build_app(engine, chat, ServeConfig(api_keys=(KEY,), **cfg), tokenizer=tok)
+    app = build_app(engine, chat, ServeConfig(api_keys=(KEY,), **cfg), tokenizer=tok, preset=preset)
     return app, engine, chat
 
 
@@ -93,6 +94,21 @@ def test_effort_buys_more_chains_and_n_gives_choices(hidden):
     assert high.usage.completion_tokens == engine.stats.generated_tokens - before
     # 2 choices x 16 chains: far more reasoning, but the same visible answer per choice
     assert high.usage.completion_tokens_details.reasoning_tokens > 20 * low.usage.completion_tokens_details.reasoning_tokens
+
+
+def test_effort_preset_adaptive_spends_high_on_disputed_questions_only():
+    app, engine, _ = _server(preset="adaptive")
+    with live_server(app) as url:
+        client = _client(url)
+        low = _ask(client, MOD, reasoning_effort="low")
+        before = engine.stats.generated_tokens
+        high = _ask(client, MOD, reasoning_effort="high")
+        assert high.choices[0].message.content == low.choices[0].message.content == "1"
+        assert high.usage.completion_tokens == engine.stats.generated_tokens - before
+        # the 4 probe chains agreed, so high stopped there instead of voting over 16
+        assert 3 * low.usage.completion_tokens < high.usage.completion_tokens < 6 * low.usage.completion_tokens
+    with pytest.raises(PonderError, match="unknown effort preset 'fast'"):
+        _server(preset="fast")
 
 
 def test_max_completion_tokens_caps_all_chains(hidden):

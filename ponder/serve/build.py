@@ -10,21 +10,24 @@ from ponder.model.chat import ChatFormat
 from ponder.model.tokenizer import text_checker
 from ponder.serve.app import ServeConfig, StrategyKey, create_app
 from ponder.serve.completions import RawCompletion, RawKey
-from ponder.think.effort import strategy_for_effort
+from ponder.think.effort import check_preset, strategy_for_effort
 
 
-def build_app(engine, chat: ChatFormat, cfg: ServeConfig, tokenizer=None, max_tokens: int = 768) -> FastAPI:
+def build_app(engine, chat: ChatFormat, cfg: ServeConfig, tokenizer=None, max_tokens: int = 768,
+              preset: str | None = None) -> FastAPI:
     """A server whose requests run the effort presets on `engine`.
 
     `max_tokens` caps one chain of thought; a request's `max_completion_tokens`
-    caps all of its chains together.
+    caps all of its chains together. `preset` (vote or adaptive) is what medium and high run;
+    None: each effort's default (`ponder/think/effort.py`).
     """
+    check_preset(preset)
 
     def strategy_for(key: StrategyKey | RawKey):
         if isinstance(key, RawKey):
             return RawCompletion(engine, key)
         return strategy_for_effort(key.effort, engine, chat, max_tokens=max_tokens, seed=key.seed,
-                                   temperature=key.temperature, top_p=key.top_p)
+                                   temperature=key.temperature, top_p=key.top_p, preset=preset)
 
     check_text = text_checker(tokenizer) if tokenizer is not None else None
     if tokenizer is not None:

@@ -8,10 +8,11 @@ Two families of presets, measured side by side by `bench/effort.py` (BENCHMARKS.
   stopping as soon as 3 in 4 agree. high stops only when all 4 agree, and otherwise samples up to 16
   (`ponder/think/adaptive.py`). So a question whose answers agree costs 4 chains, not 5 or 16.
 
-What `ponder ask`, `ponder serve` and the demo use (`DEFAULT_PRESET`): medium is adaptive, which on 200
-questions each of five families was as accurate as the 5-vote or better on four (mean +2.2 points) for
-about the same tokens; high stays the 16-vote, which the adaptive high trailed on all five (by 0.5-5
-points) while saving 20-70% of the tokens on four.
+What `ponder ask`, `ponder serve` and the demo use (`DEFAULT_PRESET`; `--effort-preset` picks one family for
+medium and high instead): medium is adaptive, which over 2,000 questions of five families (400 each) was
++1.2 points (SE 0.8) against the 5-vote for about the same tokens. high stays the 16-vote: the adaptive high
+was 1.4 points (SE 0.7) behind it with 53% of its tokens, and three other high tables (a pool of 20, a probe
+of 8, a fresh 16-vote after a disputed probe) were 0.9-1.2 points behind (BENCHMARKS.md, "Effort presets").
 
 A request's token budget (`max_completion_tokens`) caps every preset on top of its chain count.
 """
@@ -35,6 +36,19 @@ ADAPTIVE_POLICIES = {
 }
 
 
+def check_preset(preset: str | None) -> None:
+    if preset is not None and preset not in PRESETS:
+        raise PonderError(f"unknown effort preset {preset!r}; choose {' or '.join(PRESETS)}")
+
+
+def preset_of(effort: str, preset: str | None) -> str:
+    """The preset an effort runs: `preset` where given, else the effort's default."""
+    if effort not in EFFORTS:
+        raise PonderError(f"unknown reasoning effort {effort!r}; choose low, medium or high")
+    check_preset(preset)
+    return DEFAULT_PRESET[effort] if preset is None else preset
+
+
 def strategy_for_effort(effort: str, engine: Engine, chat: ChatFormat, max_tokens: int = 768,
                         seed: int | None = 0, answer_key: AnswerKey = default_key,
                         temperature: float | None = None, top_p: float = 1.0, preset: str | None = None) -> Strategy:
@@ -42,11 +56,7 @@ def strategy_for_effort(effort: str, engine: Engine, chat: ChatFormat, max_token
 
     `temperature` replaces the preset's own (0 for low, 0.8 for the samples) when given.
     """
-    if effort not in EFFORTS:
-        raise PonderError(f"unknown reasoning effort {effort!r}; choose low, medium or high")
-    preset = DEFAULT_PRESET[effort] if preset is None else preset
-    if preset not in PRESETS:
-        raise PonderError(f"unknown effort preset {preset!r}; choose {' or '.join(PRESETS)}")
+    preset = preset_of(effort, preset)
     kw = dict(max_tokens=max_tokens, answer_key=answer_key, seed=seed, top_p=top_p)
     if temperature is not None:
         kw["temperature"] = temperature
