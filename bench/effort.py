@@ -26,7 +26,8 @@ from tqdm import tqdm
 from ponder.engine.local import LocalEngine
 from ponder.evaluate import evaluate, heldout_problems
 from ponder.model.loading import load_model
-from ponder.think.adaptive import Adaptive, load_policy
+from ponder.think.adaptive import Adaptive
+from ponder.think.policy import load_policy
 from ponder.think.effort import strategy_for_effort
 
 CELLS = "cvp:2,countdown:2,modadd:4,compare:3,s5:4"

@@ -18,7 +18,8 @@ from ponder.engine.local import LocalEngine
 from ponder.evaluate import heldout_problems
 from ponder.model.loading import load_model
 from ponder.tasks import get_task
-from ponder.think.adaptive import Adaptive, load_policy
+from ponder.think.adaptive import Adaptive
+from ponder.think.policy import load_policy
 from ponder.think.effort import strategy_for_effort
 
 

@@ -81,7 +81,7 @@ def main() -> None:
     sizes = {"small": params_of(small), "large": params_of(large), "verifier": params_of(verifier.model)}
     policy = None
     if args.policy:
-        from ponder.think.adaptive import load_policy
+        from ponder.think.policy import load_policy
 
         policy = load_policy(args.policy)
 

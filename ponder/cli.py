@@ -84,7 +84,7 @@ def _search_strategy(args, engine, chat):
         verifier = RewardModel.load(args.verifier)
     policy = None
     if getattr(args, "policy", None):
-        from ponder.think.adaptive import load_policy
+        from ponder.think.policy import load_policy
 
         if args.strategy != "adaptive":
             raise PonderError("--policy is for --strategy adaptive")

@@ -26,7 +26,7 @@ def build_parser(commands: Mapping[str, Callable]) -> argparse.ArgumentParser:
                                       "beam, dvts, mcts, revise, adaptive")
     a.add_argument("--verifier", help="reward model directory (ponder train prm) for best_of_n, beam, dvts, mcts; "
                                       "optional for revise and adaptive")
-    a.add_argument("--policy", help="adaptive: a YAML or JSON policy table (see ponder/think/adaptive.py)")
+    a.add_argument("--policy", help="adaptive: a YAML or JSON policy table (see ponder/think/policy.py)")
     a.add_argument("--budget", type=int, help="hard cap on all generated tokens, every branch counted")
     a.add_argument("-n", type=int, help="chains for majority, best_of_n and dvts; attempts for revise")
     a.add_argument("--beam-width", type=int, help="chains beam search keeps")
@@ -60,7 +60,7 @@ def build_parser(commands: Mapping[str, Callable]) -> argparse.ArgumentParser:
     es.add_argument("--base-quantile", type=float, default=0.9,
                     help="the base budget is this quantile of the greedy chains' lengths (0.5: median)")
     es.add_argument("--verifier", help="reward model directory, for best_of_n, beam, dvts, mcts (and revise, adaptive)")
-    es.add_argument("--policy", help="adaptive's policy table, a YAML or JSON file (see ponder/think/adaptive.py)")
+    es.add_argument("--policy", help="adaptive's policy table, a YAML or JSON file (see ponder/think/policy.py)")
     es.add_argument("--sample-temperature", type=float,
                     help="temperature of every strategy that samples (default: each strategy's own, 0.8)")
     es.add_argument("--aggregation", choices=["last", "min", "prod"],

@@ -203,7 +203,7 @@ def run_scaling(engine: Engine, chat: ChatFormat, cfg: ScalingConfig, problems: 
             del settings[opt]
     policy, policy_tag = None, ""
     if cfg.policy is not None:
-        from ponder.think.adaptive import load_policy
+        from ponder.think.policy import load_policy
 
         policy = load_policy(cfg.policy)
         policy_tag = "/policy-" + hashlib.sha256(Path(cfg.policy).read_bytes()).hexdigest()[:8]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ponder.config import load_config
-from ponder.think.adaptive import AdaptivePolicy, load_policy
+from ponder.think.policy import AdaptivePolicy, load_policy
 from ponder.train.grpo import GRPOConfig
 from ponder.train.prm import PRMConfig
 from ponder.train.revise import ReviseConfig
