@@ -23,8 +23,8 @@ from ponder import PonderError
 from ponder.engine.base import Engine
 from ponder.model.chat import ChatFormat
 from ponder.think.adaptive import Adaptive
-from ponder.think.policy import AdaptivePolicy, Tier
 from ponder.think.base import AnswerKey, Strategy, default_key
+from ponder.think.policy import AdaptivePolicy, Tier
 from ponder.think.sampling import ChainOfThought, MajorityVote
 
 EFFORTS = ("low", "medium", "high")
