@@ -36,7 +36,7 @@ from ponder.engine.base import Engine, SamplingParams
 from ponder.model.chat import ChatFormat
 from ponder.reward.base import check_aggregation
 from ponder.tasks import Problem, get_task
-from ponder.think.base import split_completion
+from ponder.think.base import context_cap, split_completion
 from ponder.think.registry import (NEEDS_VERIFIER, STRATEGIES, TAKES_VERIFIER, WHOLE_CHAINS, build_strategy,
                                    scaled_params)
 from ponder.think.sampling import ChainOfThought
@@ -136,9 +136,11 @@ def pass_rates(engine: Engine, chat: ChatFormat, task_name: str, problems: list[
                temperature: float, max_tokens: int, seed: int) -> list[float]:
     """The share of `samples` sampled chains that answer each problem correctly."""
     task = get_task(task_name)
-    params = SamplingParams(n=samples, temperature=temperature, max_tokens=max_tokens, seed=seed)
+    prompts = [chat.prompt(p.question) for p in problems]
+    params = SamplingParams(n=samples, temperature=temperature, max_tokens=context_cap(engine, prompts, max_tokens),
+                            seed=seed)
     out = []
-    for p, group in zip(problems, engine.generate([chat.prompt(p.question) for p in problems], params)):
+    for p, group in zip(problems, engine.generate(prompts, params)):
         parts = [split_completion(chat, engine, c) for c in group]
         out.append(sum(1 for _, answer, _, finish in parts if finish == "stop" and task.check(p, answer)) / len(group))
     return out

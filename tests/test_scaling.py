@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from ponder import PonderError
 from ponder.cli import main
 from ponder.engine.base import Capabilities, Completion
-from ponder.eval_scaling import ScalingConfig, base_budget, difficulty_bins, markdown, parse_budgets, run_scaling, write_report
+from ponder.eval_scaling import (ScalingConfig, base_budget, difficulty_bins, markdown, parse_budgets, pass_rates,
+                                 run_scaling, write_report)
 from ponder.evaluate import heldout_problems
 from ponder.model.chat import ChatFormat
 
@@ -81,6 +82,24 @@ def test_difficulty_bins_partition_the_questions_by_pass_rate(rates, bins):
     assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
     for b in used[:-1]:  # an easier bin holds no question with a lower pass rate than a harder one
         assert min(r for r, x in zip(rates, got) if x == b) >= max(r for r, x in zip(rates, got) if x == b + 1)
+
+
+def test_pass_rates_fit_their_chains_into_the_engines_context():
+    """A long question (cvp level 4 fills a third of the built-in model's context) gets what room is left,
+    as the strategies' chains do, instead of an error for asking max_tokens past the context."""
+    problems = heldout_problems("add", 3, 6)
+
+    class Tight(SkillEngine):
+        max_positions = max(len(CHAT.prompt(p.question)) for p in problems) + 40
+
+        def generate(self, prompts, params, on_step=None):
+            if max(self.count_tokens(p) for p in prompts) + params.max_tokens > self.max_positions:
+                raise PonderError("past the context")
+            return super().generate(prompts, params, on_step)
+
+    skills = [0, 2, 4, 6, 8, 8]
+    rates = pass_rates(Tight(problems, skills), CHAT, "add", problems, 8, 0.8, 768, 0)
+    assert rates == [k / 8 for k in skills]
 
 
 def test_scaling_report_has_the_right_structure_and_numbers(tmp_path):

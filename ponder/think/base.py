@@ -96,6 +96,17 @@ def default_key(answer: str) -> str:
     return " ".join(answer.split())
 
 
+def context_cap(engine, prompts: list[str], cap: int) -> int:
+    """`cap` new tokens, or fewer where the longest prompt leaves less room in the engine's context."""
+    limit = getattr(engine, "max_positions", None)
+    if not limit:
+        return cap
+    room = limit - max(engine.count_tokens(p) for p in prompts)
+    if room < 1:
+        raise PonderError(f"the question is too long: the prompt fills the model's {limit}-token context")
+    return min(cap, room)
+
+
 class Strategy(ABC):
     """Turns questions into Thoughts using only an engine and a chat format.
 
@@ -124,13 +135,7 @@ class Strategy(ABC):
             if budget < 1:
                 raise PonderError(f"the token budget must be >= 1, got {budget}")
             cap = min(cap, max(1, budget // chains))
-        limit = getattr(self.engine, "max_positions", None)
-        if not limit:
-            return cap
-        room = limit - max(self.engine.count_tokens(p) for p in prompts)
-        if room < 1:
-            raise PonderError(f"the question is too long: the prompt fills the model's {limit}-token context")
-        return min(cap, room)
+        return context_cap(self.engine, prompts, cap)
 
     def generate(self, prompts: list[str], params: SamplingParams, listener: Listener | None,
                  stream_text: bool = False) -> list[list[Completion]]:
