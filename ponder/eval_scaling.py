@@ -33,6 +33,7 @@ from typing import Any, Callable
 
 from ponder import PonderError
 from ponder.engine.base import Engine, SamplingParams
+from ponder.evaluate import answered
 from ponder.model.chat import ChatFormat
 from ponder.reward.base import check_aggregation
 from ponder.tasks import Problem, get_task
@@ -225,7 +226,7 @@ def run_scaling(engine: Engine, chat: ChatFormat, cfg: ScalingConfig, problems: 
         rows = []
         for part in chunks:
             for p, th in zip(part, strategy.solve_batch([p.question for p in part], budget)):
-                rows.append([bool(task.check(p, th.answer)), th.usage.completion_tokens])
+                rows.append([answered(th) and task.check(p, th.answer), th.usage.completion_tokens])
             bar.update(weight * len(part))
         return rows
 

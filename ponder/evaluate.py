@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from ponder import PonderError
 from ponder.tasks import Problem, get_task
-from ponder.think.base import Strategy, Usage
+from ponder.think.base import Strategy, Thought, Usage
 from ponder.train.data import parse_mixture, sample_problem
 
 
@@ -62,6 +62,12 @@ def greedy_chains(model_path: str, task_name: str, level: int, n: int, max_token
     return problems, chat, [group[0] for group in outs]
 
 
+def answered(th: Thought) -> bool:
+    """Whether a thought's answer counts: one cut short by the token cap (finish `length`) does not, whatever
+    it reads as (a lenient check would credit the last digit of whatever followed `</think>`)."""
+    return th.finish_reason == "stop" and bool(th.answer)
+
+
 def evaluate(strategy: Strategy, task_name: str, level: int, problems: list[Problem],
              chunk: int = 256) -> EvalResult:
     task = get_task(task_name)
@@ -70,7 +76,7 @@ def evaluate(strategy: Strategy, task_name: str, level: int, problems: list[Prob
     for i in range(0, len(problems), chunk):
         part = problems[i : i + chunk]
         for p, th in zip(part, strategy.solve_batch([p.question for p in part])):
-            ok = task.check(p, th.answer)
+            ok = answered(th) and task.check(p, th.answer)
             correct += ok
             usage.add(th.usage)
             records.append({"question": p.question, "expected": p.answer, "answer": th.answer, "correct": ok,

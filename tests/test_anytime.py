@@ -132,3 +132,20 @@ def test_ask_takes_an_answer_reserve_and_refuses_it_where_it_means_nothing(micro
     assert "answer_reserve must be >= 0, got -1" in capsys.readouterr().err
     assert main(args + ["--strategy", "revise", "--answer-reserve", "4"]) == 2
     assert "answer_reserve" in capsys.readouterr().err
+
+
+def test_an_answer_cut_short_neither_votes_nor_scores():
+    """A chain that never closed its answer (cut at the cap after `</think>`) is no answer, in a vote as in
+    best-of-N: otherwise a lenient check credits the last digit of whatever the cut chain wrote."""
+    from ponder.evaluate import evaluate, heldout_problems
+
+    cut = ["a</think>1111111111<|end|>", "b</think>1111111111<|end|>"]
+    world = WorldEngine(cut + ["c</think>3<|end|>"])
+    assert MajorityVote(world, CHAT, n=3, max_tokens=8).solve(Q).answer == "3"
+    assert MajorityVote(WorldEngine(cut), CHAT, n=2, max_tokens=8).solve(Q).finish_reason == "length"
+    problem = heldout_problems("add", 2, 1)[0]
+    right = f"x</think>{problem.answer}<|end|>"
+    whole = evaluate(ChainOfThought(WorldEngine([right]), CHAT), "add", 2, [problem])
+    shut = evaluate(ChainOfThought(WorldEngine([right]), CHAT, max_tokens=len(problem.answer) + 2), "add", 2,
+                    [problem])
+    assert (whole.correct, shut.correct) == (1, 0)  # the answer was all there, but its end never came
