@@ -173,3 +173,9 @@ def split_completion(chat: ChatFormat, engine: Engine, c: Completion) -> tuple[s
     answer_tokens = min(c.num_tokens, engine.count_tokens(after))
     finish = "length" if not parsed.finished and c.finish_reason == "length" else "stop"
     return parsed.reasoning, parsed.answer, answer_tokens, finish
+
+
+def drop_cut_answer(part: tuple[str, str, int, str]) -> tuple[str, str, int, str]:
+    """A `split_completion` part without its answer where the cap cut the answer short: such an answer is
+    no answer to vote or pick with (a lenient check would credit whatever followed `</think>`)."""
+    return part if part[3] == "stop" else (part[0], "", 0, "length")

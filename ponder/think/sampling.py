@@ -6,7 +6,7 @@ from collections import Counter
 
 from ponder import PonderError
 from ponder.think.anytime import ChainStrategy, Closed
-from ponder.think.base import Node, Question, Thought, Usage, split_completion
+from ponder.think.base import Node, Question, Thought, Usage, drop_cut_answer, split_completion
 from ponder.think.stream import Listener
 
 
@@ -51,7 +51,7 @@ class MajorityVote(ChainStrategy):
                     listener: Listener | None = None) -> list[Thought]:
         groups, calls = self.sample_chains(questions, budget, listener, n=self.n, temperature=self.temperature,
                                            top_p=self.top_p, seed=self.seed)
-        parts = [[_finished(split_completion(self.chat, self.engine, c)) for c in group] for group in groups]
+        parts = [[drop_cut_answer(split_completion(self.chat, self.engine, c)) for c in group] for group in groups]
         closed = self.close_cut(questions, groups, parts, budget, listener)
         return [self._vote(*row, budget) for row in zip(groups, parts, closed, calls)]
 
@@ -73,9 +73,3 @@ class MajorityVote(ChainStrategy):
             share = votes.get(self.answer_key(p[1]), 0) / len(answered) if p[1] else 0.0
             root.children.append(Node(text=p[0], score=share, visits=1, chosen=i == chosen, answer=p[1] or None))
         return Thought(answer, reasoning, usage, "stop", root, self.budget_decided(budget, group, answer, shut))
-
-
-def _finished(part: tuple[str, str, int, str]) -> tuple[str, str, int, str]:
-    """An answer cut short is no answer (as best-of-N, search and adaptive read it): a vote would otherwise
-    count whatever a chain that never closed its answer wrote after `</think>`."""
-    return part if part[3] == "stop" else (part[0], "", 0, "length")

@@ -13,7 +13,7 @@ from ponder import PonderError
 from ponder.reward.base import Verifier, check_aggregation, rate
 from ponder.engine.base import Completion
 from ponder.think.anytime import ChainStrategy, Closed
-from ponder.think.base import Node, Question, Thought, Usage, split_completion
+from ponder.think.base import Node, Question, Thought, Usage, drop_cut_answer, split_completion
 from ponder.think.stream import Listener
 
 
@@ -55,9 +55,8 @@ class BestOfN(ChainStrategy):
                     listener: Listener | None = None) -> list[Thought]:
         groups, calls = self.sample_chains(questions, budget, listener, n=self.n, temperature=self.temperature,
                                            top_p=self.top_p, seed=self.seed)
-        parts = [[split_completion(self.chat, self.engine, c) for c in group] for group in groups]
-        # an answer the token cap cut short is no answer; one verifier call scores all the others
-        parts = [[p if p[3] == "stop" else (p[0], "", 0, "length") for p in ps] for ps in parts]
+        parts = [[drop_cut_answer(split_completion(self.chat, self.engine, c)) for c in group] for group in groups]
+        # one verifier call scores every answered chain
         closed = self.close_cut(questions, groups, parts, budget, listener)
         flat = [(qi, ci) for qi, ps in enumerate(parts) for ci, p in enumerate(ps) if p[1]]
         scores = rate(self.verifier, [questions[qi] for qi, _ in flat],
