@@ -14,8 +14,8 @@ from ponder.engine.base import Capabilities, Completion, SamplingParams
 from ponder.model.chat import ChatFormat
 from ponder.tasks import Problem
 from ponder.think.adaptive import Adaptive
-from ponder.think.policy import AdaptivePolicy, Tier, estimate
 from ponder.think.base import Thought
+from ponder.think.policy import AdaptivePolicy, Tier, estimate
 from ponder.think.registry import build_strategy, scaled_params
 from ponder.think.revise import Revise
 from ponder.train.revise_data import Attempt, encode, revision_examples
