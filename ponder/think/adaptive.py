@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from ponder import PonderError
 from ponder.engine.base import SamplingParams
 from ponder.reward.base import Verifier, check_aggregation, rate
-from ponder.think.base import Node, Question, Strategy, Thought, Usage, split_completion
+from ponder.think.base import Node, Question, Strategy, Thought, Usage, drop_cut_answer, split_completion
 from ponder.think.policy import AdaptivePolicy, Tier, estimate
 from ponder.think.stream import Listener
 from ponder.think.verified import pick
@@ -180,9 +180,7 @@ class Adaptive(Strategy):
             q.usage.prompt_tokens += group[0].prompt_tokens if group else 0
             q.usage.engine_calls += 1
             for c in group:
-                reasoning, answer, answer_tokens, finish = split_completion(self.chat, self.engine, c)
-                if finish == "length":
-                    answer, answer_tokens = "", 0  # an answer cut short is no answer
+                reasoning, answer, answer_tokens, _ = drop_cut_answer(split_completion(self.chat, self.engine, c))
                 q.usage.completion_tokens += c.num_tokens
                 q.budget -= c.num_tokens
                 ch = _Chain(reasoning, answer, answer_tokens, Node(text=reasoning, visits=1, answer=answer or None))

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from ponder import PonderError
 from ponder.engine.base import Completion, SamplingParams
 from ponder.reward.base import Verifier, check_aggregation, rate
-from ponder.think.base import Node, Question, Strategy, Thought, Usage, split_completion
+from ponder.think.base import Node, Question, Strategy, Thought, Usage, drop_cut_answer, split_completion
 from ponder.think.stream import Listener
 from ponder.think.verified import pick
 
@@ -106,9 +106,8 @@ class Revise(Strategy):
                 outs[k] = group[0]
         new = []
         for (r, _, cap), c in zip(rows, outs):
-            reasoning, answer, answer_tokens, finish = split_completion(self.chat, self.engine, c)
+            reasoning, answer, answer_tokens, finish = drop_cut_answer(split_completion(self.chat, self.engine, c))
             if finish == "length":
-                answer, answer_tokens = "", 0  # an answer the cap cut short is no answer
                 r.exhausted = r.exhausted or (r.budget is not None and cap < self.max_tokens)
             r.usage.add(Usage(c.prompt_tokens, c.num_tokens, 0, 1))
             if r.budget is not None:
