@@ -135,15 +135,20 @@ def difficulty_bins(rates: list[float], bins: int = 5) -> list[int]:
 
 def pass_rates(engine: Engine, chat: ChatFormat, task_name: str, problems: list[Problem], samples: int,
                temperature: float, max_tokens: int, seed: int) -> list[float]:
-    """The share of `samples` sampled chains that answer each problem correctly."""
+    """The share of `samples` sampled chains that answer each problem correctly (each problem's chains get
+    the room its own prompt leaves in the context, as a strategy's do)."""
     task = get_task(task_name)
     prompts = [chat.prompt(p.question) for p in problems]
-    params = SamplingParams(n=samples, temperature=temperature, max_tokens=context_cap(engine, prompts, max_tokens),
-                            seed=seed)
-    out = []
-    for p, group in zip(problems, engine.generate(prompts, params)):
-        parts = [split_completion(chat, engine, c) for c in group]
-        out.append(sum(1 for _, answer, _, finish in parts if finish == "stop" and task.check(p, answer)) / len(group))
+    by_cap: dict[int, list[int]] = {}
+    for i, prompt in enumerate(prompts):
+        by_cap.setdefault(context_cap(engine, prompt, max_tokens), []).append(i)
+    out = [0.0] * len(problems)
+    for cap, rows in by_cap.items():
+        params = SamplingParams(n=samples, temperature=temperature, max_tokens=cap, seed=seed)
+        for i, group in zip(rows, engine.generate([prompts[i] for i in rows], params)):
+            parts = [split_completion(chat, engine, c) for c in group]
+            out[i] = sum(1 for _, answer, _, finish in parts
+                         if finish == "stop" and task.check(problems[i], answer)) / len(group)
     return out
 
 

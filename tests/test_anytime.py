@@ -149,3 +149,47 @@ def test_an_answer_cut_short_neither_votes_nor_scores():
     shut = evaluate(ChainOfThought(WorldEngine([right]), CHAT, max_tokens=len(problem.answer) + 2), "add", 2,
                     [problem])
     assert (whole.correct, shut.correct) == (1, 0)  # the answer was all there, but its end never came
+
+
+@pytest.mark.parametrize("chains,make", [(1, lambda w: ChainOfThought(w, CHAT)),
+                                         (2, lambda w: MajorityVote(w, CHAT, n=2))])
+def test_a_long_question_in_the_batch_does_not_shorten_the_others_chains(chains, make):
+    """Each question's chains get the room its own prompt leaves in the context: in the server a request's
+    batch-mates are other users', and their prompt lengths must not change its answer."""
+    long_q = "Why? " * 12
+    world = WorldEngine(["abcdefghij</think>9<|end|>"])
+    world.max_positions = world.count_tokens(CHAT.prompt(long_q)) + 8  # room for 8 tokens after the long one
+    alone = make(world).solve(Q)
+    batch = make(world).solve_batch([Q, long_q, Q])
+    assert alone.answer == "9" and alone.finish_reason == "stop"
+    assert [(t.answer, t.reasoning, t.usage.completion_tokens) for t in (batch[0], batch[2])] == \
+        [(alone.answer, alone.reasoning, alone.usage.completion_tokens)] * 2
+    assert batch[1].answer == "" and batch[1].usage.completion_tokens == 8 * chains  # cut by the context
+
+
+def test_a_question_capped_apart_from_its_batch_still_streams_to_its_own_index():
+    from ponder.engine.base import Capabilities
+    from ponder.think.stream import Listener
+
+    class Streaming(WorldEngine):
+        capabilities = Capabilities(streaming=True)
+
+        def generate(self, prompts, params, on_step=None):
+            out = super().generate(prompts, params)
+            if on_step is not None:
+                on_step([(i, 0) for i in range(len(prompts))], [g[0].text for g in out])
+            return out
+
+    class Heard(Listener):
+        def __init__(self):
+            self.text: dict[int, str] = {}
+
+        def reasoning(self, index, text):
+            self.text[index] = self.text.get(index, "") + text
+
+    long_q = "Why? " * 12
+    world = Streaming(["abcdefghij</think>9<|end|>"])
+    world.max_positions = world.count_tokens(CHAT.prompt(long_q)) + 8
+    heard = Heard()
+    ChainOfThought(world, CHAT).solve_batch([long_q, Q, long_q], listener=heard)
+    assert heard.text == {0: "abcdefgh", 1: "abcdefghij", 2: "abcdefgh"}

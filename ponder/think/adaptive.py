@@ -124,7 +124,7 @@ class Adaptive(Strategy):
             return self._greedy_anytime(qs, under)
         by_cap: dict[int, list[_Q]] = {}
         for q in qs:
-            by_cap.setdefault(self.max_new_tokens([q.prompt], _left(q)), []).append(q)
+            by_cap.setdefault(self.max_new_tokens(q.prompt, _left(q)), []).append(q)
         new = []
         for cap, group in by_cap.items():
             params = SamplingParams(n=1, temperature=0.0, top_p=self.top_p, max_tokens=cap, seed=self.seed)
@@ -165,7 +165,7 @@ class Adaptive(Strategy):
             if k < 1:
                 q.exhausted = q.done = True  # the budget cannot pay for another chain
                 continue
-            rows.setdefault((k, self.max_new_tokens([q.prompt], _left(q), chains=k)), []).append(q)
+            rows.setdefault((k, self.max_new_tokens(q.prompt, _left(q), chains=k)), []).append(q)
         new = []
         for (k, cap), group in rows.items():
             seed = None if self.seed is None else self.seed + 7919 * tag + k

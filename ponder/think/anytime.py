@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from ponder import PonderError
 from ponder.engine.base import Completion, SamplingParams
 from ponder.think.base import Question, Strategy
-from ponder.think.stream import Listener
+from ponder.think.stream import Listener, RowListener
 
 Part = tuple[str, str, int, str]  # split_completion's (reasoning, answer, answer_tokens, finish_reason)
 
@@ -62,10 +62,32 @@ class ChainStrategy(Strategy):
                       temperature: float, top_p: float, seed: int | None,
                       stream_text: bool = False) -> tuple[list[list[Completion]], list[int]]:
         """n sampled whole chains per question, sharing the budget (a tiny budget buys fewer chains), and the
-        engine calls each question took part in."""
+        engine calls each question took part in.
+
+        Each question's chains get the room its own prompt leaves in the context: questions with the same
+        cap share engine calls, so a long question never shortens the chains of the others in its batch."""
         prompts = [self.prompt_of(q) for q in questions]
         n = n if budget is None else max(1, min(n, budget))
-        full = self.max_new_tokens(prompts, budget, chains=n)
+        by_cap: dict[int, list[int]] = {}
+        for i, p in enumerate(prompts):
+            by_cap.setdefault(self.max_new_tokens(p, budget, chains=n), []).append(i)
+        if len(by_cap) == 1:
+            return self._sample_capped(prompts, next(iter(by_cap)), budget, listener, n=n, temperature=temperature,
+                                       top_p=top_p, seed=seed, stream_text=stream_text)
+        groups: list[list[Completion]] = [[] for _ in prompts]
+        calls = [0] * len(prompts)
+        for full, rows in by_cap.items():
+            sub = None if listener is None else RowListener(listener, rows)
+            got, called = self._sample_capped([prompts[i] for i in rows], full, budget, sub, n=n,
+                                              temperature=temperature, top_p=top_p, seed=seed, stream_text=stream_text)
+            for i, g, c in zip(rows, got, called):
+                groups[i], calls[i] = g, c
+        return groups, calls
+
+    def _sample_capped(self, prompts: list[str], full: int, budget: int | None, listener: Listener | None, *,
+                       n: int, temperature: float, top_p: float, seed: int | None,
+                       stream_text: bool) -> tuple[list[list[Completion]], list[int]]:
+        """sample_chains for prompts that share the per-chain cap `full`."""
         reserve = min(self.answer_reserve, full // 4) if budget is not None and self._anytime else 0
         params = SamplingParams(n=n, temperature=temperature, top_p=top_p, seed=seed, max_tokens=full - reserve)
         groups = self.generate(prompts, params, listener, stream_text=stream_text)

@@ -96,12 +96,13 @@ def default_key(answer: str) -> str:
     return " ".join(answer.split())
 
 
-def context_cap(engine, prompts: list[str], cap: int) -> int:
-    """`cap` new tokens, or fewer where the longest prompt leaves less room in the engine's context."""
+def context_cap(engine, prompt: str, cap: int) -> int:
+    """`cap` new tokens, or fewer where the prompt leaves less room in the engine's context. One prompt at a
+    time: a batch capped by its longest prompt would give a question's chains a length set by its batch-mates."""
     limit = getattr(engine, "max_positions", None)
     if not limit:
         return cap
-    room = limit - max(engine.count_tokens(p) for p in prompts)
+    room = limit - engine.count_tokens(prompt)
     if room < 1:
         raise PonderError(f"the question is too long: the prompt fills the model's {limit}-token context")
     return min(cap, room)
@@ -127,15 +128,15 @@ class Strategy(ABC):
     def prompt_of(self, question: Question) -> str:
         return self.chat.prompt(question) if isinstance(question, str) else self.chat.render(question)
 
-    def max_new_tokens(self, prompts: list[str], budget: int | None = None, chains: int = 1) -> int:
+    def max_new_tokens(self, prompt: str, budget: int | None = None, chains: int = 1) -> int:
         """The per-chain cap: `max_tokens`, the budget shared by `chains` chains, and the room
-        the longest prompt leaves in the engine's context, whichever is least."""
+        the prompt leaves in the engine's context, whichever is least."""
         cap = self.max_tokens
         if budget is not None:
             if budget < 1:
                 raise PonderError(f"the token budget must be >= 1, got {budget}")
             cap = min(cap, max(1, budget // chains))
-        return context_cap(self.engine, prompts, cap)
+        return context_cap(self.engine, prompt, cap)
 
     def generate(self, prompts: list[str], params: SamplingParams, listener: Listener | None,
                  stream_text: bool = False) -> list[list[Completion]]:

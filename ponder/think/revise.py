@@ -82,7 +82,7 @@ class Revise(Strategy):
                 if r.budget is not None and r.budget < 1:
                     r.done = r.exhausted = True
                     continue
-                rows.append((r, prompt, self.max_new_tokens([prompt], share)))
+                rows.append((r, prompt, self.max_new_tokens(prompt, share)))
             if not rows:
                 break
             new = self._attempt(rows, i)

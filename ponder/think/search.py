@@ -147,7 +147,7 @@ class StepSearch(Strategy):
         for q in questions:
             prompt = self.prompt_of(q)
             reserve = 0 if budget is None else min(self.answer_reserve, budget // 4)
-            s = _State(q, prompt, self.max_new_tokens([prompt]), budget, reserve)
+            s = _State(q, prompt, self.max_new_tokens(prompt), budget, reserve)
             s.usage.prompt_tokens = self.engine.count_tokens(prompt)
             states.append(s)
         return states

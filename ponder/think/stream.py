@@ -22,6 +22,23 @@ class Listener:
         return False
 
 
+
+class RowListener(Listener):
+    """`listener` as seen by a call over some of its questions: index i here is `rows[i]` there."""
+
+    def __init__(self, listener: Listener, rows: list[int]) -> None:
+        self.listener, self.rows = listener, rows
+
+    def reasoning(self, index: int, text: str) -> None:
+        self.listener.reasoning(self.rows[index], text)
+
+    def answer(self, index: int, text: str) -> None:
+        self.listener.answer(self.rows[index], text)
+
+    def cancelled(self, index: int) -> bool:
+        return self.listener.cancelled(self.rows[index])
+
+
 class MarkerCut:
     """Passes text through up to the first of `markers`.
 
