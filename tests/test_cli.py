@@ -71,3 +71,27 @@ def test_eval_json_counts_problems_and_tokens(micro_dir, capsys):
 def test_console_script_module_entry_point_reports_errors(micro_dir):
     proc = run_cli("ask", "", "--model", str(micro_dir))
     assert proc.returncode == 2 and proc.stderr.startswith("ponder: error:") and "Traceback" not in proc.stderr
+
+
+def test_every_effort_option_offers_exactly_the_presets_that_exist():
+    """The parser spells the choices itself (importing the strategies would slow every `ponder --help`), so
+    a new effort or preset family must reach every subcommand that takes one."""
+    import argparse
+
+    from ponder.cli import build_parser
+    from ponder.think.effort import EFFORTS, PRESETS
+
+    def options(parser: argparse.ArgumentParser):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from options(sub)
+            else:
+                yield from ((flag, action.choices) for flag in action.option_strings)
+
+    seen = {}
+    for flag, choices in options(build_parser()):
+        if flag in ("--effort", "--effort-preset"):
+            seen.setdefault(flag, []).append(tuple(choices))
+    assert set(seen["--effort"]) == {EFFORTS} and set(seen["--effort-preset"]) == {PRESETS}
+    assert len(seen["--effort"]) >= 2 and len(seen["--effort-preset"]) >= 3  # ask, eval (and serve)

@@ -267,6 +267,13 @@ class ISq(IntegerAnswer, _SerialTask):
 # -------------------------------------------------------------------------- cvp
 
 _OPS = {"&": lambda a, b: a & b, "|": lambda a, b: a | b, "^": lambda a, b: a ^ b}
+
+
+def _apply(op: str, operands: list[int]) -> int:
+    """A gate's value from its operands' values: the one rule that both drawing and checking circuits use."""
+    return 1 - operands[0] if op == "!" else _OPS[op](*operands)
+
+
 _BIT = re.compile(r"(?<![0-9])[01](?![0-9])")
 
 
@@ -337,12 +344,12 @@ class CVP(_SerialTask):
                 raise PonderError(f"gate {k + 1} must read earlier wires only")
             if g.op == "!" and len(g.args) == 1:
                 (a,) = g.args
-                v = 1 - values[a]
+                v = _apply("!", [values[a]])
                 parts.append(f"{names[w]}=!{names[a]}")
                 steps.append(f"{names[w]}=!{values[a]}={v}")
             elif g.op in _OPS and len(g.args) == 2:
                 a, b = g.args
-                v = _OPS[g.op](values[a], values[b])
+                v = _apply(g.op, [values[a], values[b]])
                 parts.append(f"{names[w]}={names[a]}{g.op}{names[b]}")
                 steps.append(f"{names[w]}={values[a]}{g.op}{values[b]}={v}")
             else:
@@ -433,4 +440,4 @@ def _circuit(question: str) -> dict[str, int | tuple[str, list[str]]] | None:
 
 def _gate_value(gate: tuple[str, list[str]], values: dict[str, int]) -> int:
     op, args = gate
-    return 1 - values[args[0]] if op == "!" else _OPS[op](values[args[0]], values[args[1]])
+    return _apply(op, [values[a] for a in args])
