@@ -9,6 +9,13 @@ from ponder.engine.base import Capabilities, Completion, SamplingParams, cut_at_
 TOKEN = re.compile(r"<\|end\|>|</think>|<think>|<\|user\|>|<\|assistant\|>|.", re.S)
 
 
+# chains of 2-5 steps with answers 0-3, one of them written over several lines: enough variety for the
+# property tests over budgets
+WORLD = ["\n".join(f"{p}{i}=step{i}" for i in range(2)) + "</think>\nso 3\nor 4<|end|>" for p in "gh"] + \
+        ["\n".join(f"{p}{i}=step{i}" for i in range(5)) + f"</think>{k}<|end|>" for k, p in enumerate("abcd")] + \
+        ["\n".join(f"{p}{i}=step{i}" for i in range(3)) + "</think>3<|end|>" for p in "ef"]
+
+
 def tokens(text: str) -> list[str]:
     """Markers are one token, every other character is one."""
     return TOKEN.findall(text)

@@ -19,7 +19,7 @@ from ponder.think.policy import AdaptivePolicy, Tier, estimate
 from ponder.think.registry import build_strategy, scaled_params
 from ponder.think.revise import Revise
 from ponder.train.revise_data import Attempt, encode, revision_examples
-from scripted import TableVerifier, WorldEngine, tokens
+from scripted import WORLD, TableVerifier, WorldEngine, tokens
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CHAT = ChatFormat()
@@ -145,9 +145,6 @@ def test_weighted_pooling_picks_the_heaviest_answer_not_the_most_common():
     assert th.answer == "7"
 
 
-WORLD = ["\n".join(f"{p}{i}=step{i}" for i in range(2)) + "</think>\nso 3\nor 4<|end|>" for p in "gh"] + \
-        ["\n".join(f"{p}{i}=step{i}" for i in range(5)) + f"</think>{k}<|end|>" for k, p in enumerate("abcd")] + \
-        ["\n".join(f"{p}{i}=step{i}" for i in range(3)) + "</think>3<|end|>" for p in "ef"]
 
 
 @settings(max_examples=120, deadline=None)

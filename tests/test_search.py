@@ -15,7 +15,7 @@ from ponder.think.sampling import ChainOfThought, MajorityVote
 from ponder.think.search import DVTS, BeamSearch
 from ponder.think.show import describe
 from ponder.think.verified import BestOfN, pick
-from scripted import TableVerifier, WorldEngine, tokens
+from scripted import WORLD, TableVerifier, WorldEngine, tokens
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CHAT = ChatFormat()
@@ -151,9 +151,6 @@ STRATEGIES = {
     "dvts": lambda e, v: DVTS(e, CHAT, v, n=6, expansions=2, max_step_tokens=12),
     "mcts": lambda e, v: MCTS(e, CHAT, v, simulations=10, expansions=2, max_step_tokens=12),
 }
-WORLD = ["\n".join(f"{p}{i}=step{i}" for i in range(2)) + "</think>\nso 3\nor 4<|end|>" for p in "gh"] + \
-        ["\n".join(f"{p}{i}=step{i}" for i in range(5)) + f"</think>{k}<|end|>" for k, p in enumerate("abcd")] + \
-        ["\n".join(f"{p}{i}=step{i}" for i in range(3)) + "</think>3<|end|>" for p in "ef"]
 
 
 @settings(max_examples=120, deadline=None)
