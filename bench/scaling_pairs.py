@@ -5,7 +5,7 @@ questions on which they disagree, much smaller than two independent accuracies' 
 the standard error here is that of the mean per-question difference.
 
     python bench/scaling_pairs.py runs/A/scaling.json runs/B/scaling.json \\
-        --pairs beam@2:best_of_n@2 adaptive@4:majority@16 [--labels A,B] [--bins 1-2,3-5]
+        --pairs beam@2:best_of_n@2 adaptive@4:majority@16 [--labels A,B] [--bins 1-2,3-5] [--by-length]
 
 A cell is `strategy@multiplier`, looked up in the reports in order (a `label:` prefix picks one report).
 """
@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pairs", nargs="+", required=True, help="CELL:CELL, e.g. beam@2:best_of_n@2")
     ap.add_argument("--labels", help="comma-separated names for the reports (default: their folder names, or paths)")
     ap.add_argument("--bins", help="also each pair within groups of difficulty bins, e.g. 1-2,3-5 (1: easiest)")
+    ap.add_argument("--by-length", action="store_true",
+                    help="also each pair within the questions whose greedy chain is longer than the base budget B "
+                         "and the rest (whole-chain strategies split a budget evenly, so at N x B with N chains "
+                         "none of them may run past B)")
     args = ap.parse_args(argv)
     labels = args.labels.split(",") if args.labels else [p.parent.name for p in args.reports]
     if len(set(labels)) != len(labels):  # reports side by side in one folder
@@ -55,11 +59,17 @@ def main(argv: list[str] | None = None) -> int:
     if len(questions) != 1:
         sys.exit("scaling_pairs: the reports are not on the same questions")
     table = cells(reports)
-    bins = [q.get("bin", 0) for q in next(iter(reports.values()))["questions"]]
+    first = next(iter(reports.values()))
+    bins = [q.get("bin", 0) for q in first["questions"]]
     groups = [("", list(range(len(bins))))] + [
         (f" [bins {g}]", [i for i, b in enumerate(bins) if b in _bin_range(g)]) for g in (args.bins or "").split(",") if g]
+    if args.by_length:
+        base = first["base_tokens"]
+        long = [q["greedy_tokens"] > base for q in first["questions"]]
+        groups += [(f" [greedy <= {base}]", [i for i, x in enumerate(long) if not x]),
+                   (f" [greedy > {base}]", [i for i, x in enumerate(long) if x])]
     if any(not idx for _, idx in groups):
-        sys.exit(f"scaling_pairs: no questions in one of the bin groups {args.bins!r}")
+        sys.exit(f"scaling_pairs: no questions in one of the groups ({args.bins or 'by length'})")
     print("| A | B | A | B | A - B | SE |\n|---|---|---:|---:|---:|---:|")
     for pair in args.pairs:
         left, right = _split(pair)
