@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from ponder import PonderError
 from ponder.tasks import _REGISTRY
 from ponder.tasks.base import Task
-from ponder.tasks.serial import CVP, S5, Gate, ISq, ModAdd
+from ponder.tasks.cvp import CVP, Gate
+from ponder.tasks.serial import S5, ISq, ModAdd
 
 SETTINGS = settings(max_examples=40, deadline=None)
 seeds = st.integers(0, 2**32 - 1)

@@ -61,7 +61,8 @@ from ponder import PonderError
 from ponder.experiments.hints import has_hints, hint_targets
 from ponder.model.configs import sized_name
 from ponder.tasks import Problem
-from ponder.tasks.serial import CVP, TRACES, wire_names
+from ponder.tasks.cvp import CVP, wire_names
+from ponder.tasks.serial import TRACES
 from ponder.train.data import draw_problem, parse_mixture
 from ponder.train.metrics import progress, read_metrics
 

@@ -15,7 +15,7 @@ def register(cls: type[Task]) -> type[Task]:
 
 def _load_all() -> None:
     # Importing a family's module registers it.
-    from ponder.tasks import arithmetic, compare, countdown, serial  # noqa: F401
+    from ponder.tasks import arithmetic, compare, countdown, cvp, serial  # noqa: F401
 
 
 def get_task(name: str) -> Task:
