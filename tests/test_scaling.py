@@ -235,6 +235,15 @@ def test_scaling_pairs_reports_the_paired_difference_and_its_error(tmp_path, cap
     rows = capsys.readouterr().out.splitlines()[-2:]
     assert "[bins 1]" in rows[0] and "| 100.0% | 50.0% | +50.0 |" in rows[0]  # bin 1: 1,1 against 1,0
     assert "[bins 2]" in rows[1] and "| 50.0% | 50.0% | +0.0 |" in rows[1]
+    for q, length in zip(qs, (30, 10, 20, 25)):  # questions 0 and 3 need more than B
+        q["greedy_tokens"] = length
+    for name, rep in (("a", a), ("b", b)):
+        rep["base_tokens"] = 20
+        (tmp_path / f"{name}.json").write_text(json.dumps(rep))
+    pairs.main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--pairs", "beam@2:best_of_n@2", "--by-length"])
+    rows = capsys.readouterr().out.splitlines()[-2:]
+    assert "[greedy <= 20]" in rows[0] and "| 100.0% | 50.0% | +50.0 |" in rows[0]  # questions 1, 2: 1,1 vs 0,1
+    assert "[greedy > 20]" in rows[1] and "| 50.0% | 50.0% | +0.0 |" in rows[1]  # questions 0, 3: 1,0 vs 1,0
     b["questions"] = qs[::-1]
     (tmp_path / "b.json").write_text(json.dumps(b))
     with pytest.raises(SystemExit, match="not on the same questions"):
