@@ -242,6 +242,18 @@ def test_revise_shares_the_budget_over_attempts_and_stops_when_accepted():
     assert sure.answer == "5" and sure.usage.engine_calls == 1
 
 
+def test_revise_stops_revising_where_the_earlier_answers_fill_the_context():
+    """A question that fits gets its first attempt and keeps it; revising it would ask past the context (in a
+    batch, other questions go on revising: one long question must not fail them all)."""
+    long_q = Q + " And " + "why " * 8
+    engine = VoteEngine({Q: ["5", "7", "7"], long_q: ["4", "6", "6"]})
+    engine.max_positions = engine.count_tokens(CHAT.revision_prompt(long_q, ["4"])) - 1
+    assert engine.count_tokens(CHAT.prompt(long_q)) + CHAIN <= engine.max_positions
+    th = Revise(engine, CHAT, n=3, context=1).solve_batch([Q, long_q])
+    assert [t.answer for t in th] == ["7", "4"]
+    assert [len(list(t.tree.walk())) - 1 for t in th] == [3, 1]  # attempts made
+
+
 # -- revision training data ----------------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from ponder import PonderError
 from ponder.model.chat import ChatFormat
-from ponder.think.registry import STRATEGIES, build_strategy, scaled_params
+from ponder.think.registry import STRATEGIES, WHOLE_CHAINS, build_strategy, scaled_params
 from scripted import TableVerifier, WorldEngine
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -35,18 +35,20 @@ class ContextEngine(WorldEngine):
         return super().generate(prompts, params, on_step)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(name=st.sampled_from(sorted(STRATEGIES)), budget=st.one_of(st.none(), st.integers(20, 300)),
-       lengths=st.lists(st.integers(0, 12), min_size=2, max_size=4), room=st.integers(12, 60),
-       scores=st.lists(st.floats(0, 1), min_size=30, max_size=30))
-def test_a_question_thinks_the_same_alone_and_beside_longer_questions(name, budget, lengths, room, scores):
+       lengths=st.lists(st.integers(0, 12), min_size=2, max_size=4), room=st.integers(1, 60),
+       scores=st.lists(st.floats(0, 1), min_size=30, max_size=30), reserve=st.sampled_from([0, 8]))
+def test_a_question_thinks_the_same_alone_and_beside_longer_questions(name, budget, lengths, room, scores, reserve):
     questions = [f"Question {i}:" + " why" * k for i, k in enumerate(lengths)]
     limit = max(ContextEngine(0).count_tokens(CHAT.prompt(q)) for q in questions) + room  # the longest's room
     steps = sorted({s for c in WORLD for s in c.split("</think>")[0].split("\n")})
     verifier = TableVerifier(dict(zip(steps, scores)))
 
     def solve(batch):
-        strategy = build_strategy(name, ContextEngine(limit), CHAT, verifier, max_tokens=40, **scaled_params(name, 3))
+        extra = {"answer_reserve": reserve} if name in (*WHOLE_CHAINS, "adaptive") else {}
+        strategy = build_strategy(name, ContextEngine(limit), CHAT, verifier, max_tokens=40, **scaled_params(name, 3),
+                                  **extra)
         return strategy.solve_batch(batch, budget)
 
     together = solve(questions)

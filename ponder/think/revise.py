@@ -70,6 +70,7 @@ class Revise(Strategy):
         if budget is not None and budget < 1:
             raise PonderError(f"the token budget must be >= 1, got {budget}")
         runs = [_Run(q, budget, Usage(), []) for q in questions]
+        limit = getattr(self.engine, "max_positions", None)
         for i in range(self.n):
             rows = []  # (run, prompt, cap)
             for qi, r in enumerate(runs):
@@ -81,6 +82,9 @@ class Revise(Strategy):
                 share = None if r.budget is None else max(1, r.budget // (self.n - i))
                 if r.budget is not None and r.budget < 1:
                     r.done = r.exhausted = True
+                    continue
+                if i > 0 and limit and self.engine.count_tokens(prompt) >= limit:
+                    r.done = True  # the earlier answers fill the context: no room to revise, keep what it has
                     continue
                 rows.append((r, prompt, self.max_new_tokens(prompt, share)))
             if not rows:
