@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from ponder import PonderError
 from ponder.engine.base import Completion, SamplingParams
-from ponder.think.base import Question, Strategy
+from ponder.think.base import Question, Strategy, drop_cut_answer, split_completion
 from ponder.think.stream import Listener, RowListener
 
 Part = tuple[str, str, int, str]  # split_completion's (reasoning, answer, answer_tokens, finish_reason)
@@ -83,6 +83,17 @@ class ChainStrategy(Strategy):
             for i, g, c in zip(rows, got, called):
                 groups[i], calls[i] = g, c
         return groups, calls
+
+    def sample_answers(self, questions: list[Question], budget: int | None, listener: Listener | None, *, n: int,
+                       temperature: float, top_p: float, seed: int | None
+                       ) -> tuple[list[list[Completion]], list[list[Part]], list[Closed | None], list[int]]:
+        """The n chains of each question read as answers to vote or pick among: (chains, their parts with any
+        answer the cap cut short dropped, the chain closed where the budget cut them all, engine calls)."""
+        groups, calls = self.sample_chains(questions, budget, listener, n=n, temperature=temperature, top_p=top_p,
+                                           seed=seed)
+        parts = [[drop_cut_answer(split_completion(self.chat, self.engine, c)) for c in group] for group in groups]
+        closed = self.close_cut(questions, groups, parts, budget, listener)
+        return groups, parts, closed, calls
 
     def _sample_capped(self, prompts: list[str], full: int, budget: int | None, listener: Listener | None, *,
                        n: int, temperature: float, top_p: float, seed: int | None,

@@ -6,7 +6,7 @@ from collections import Counter
 
 from ponder import PonderError
 from ponder.think.anytime import ChainStrategy, Closed
-from ponder.think.base import Node, Question, Thought, Usage, drop_cut_answer, split_completion
+from ponder.think.base import Node, Question, Thought, Usage, split_completion
 from ponder.think.stream import Listener
 
 
@@ -49,10 +49,9 @@ class MajorityVote(ChainStrategy):
 
     def solve_batch(self, questions: list[Question], budget: int | None = None,
                     listener: Listener | None = None) -> list[Thought]:
-        groups, calls = self.sample_chains(questions, budget, listener, n=self.n, temperature=self.temperature,
-                                           top_p=self.top_p, seed=self.seed)
-        parts = [[drop_cut_answer(split_completion(self.chat, self.engine, c)) for c in group] for group in groups]
-        closed = self.close_cut(questions, groups, parts, budget, listener)
+        groups, parts, closed, calls = self.sample_answers(questions, budget, listener, n=self.n,
+                                                           temperature=self.temperature, top_p=self.top_p,
+                                                           seed=self.seed)
         return [self._vote(*row, budget) for row in zip(groups, parts, closed, calls)]
 
     def _vote(self, group, parts, shut: Closed | None, called: int, budget: int | None) -> Thought:

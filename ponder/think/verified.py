@@ -13,7 +13,7 @@ from ponder import PonderError
 from ponder.reward.base import Verifier, check_aggregation, rate
 from ponder.engine.base import Completion
 from ponder.think.anytime import ChainStrategy, Closed
-from ponder.think.base import Node, Question, Thought, Usage, drop_cut_answer, split_completion
+from ponder.think.base import Node, Question, Thought, Usage
 from ponder.think.stream import Listener
 
 
@@ -53,11 +53,10 @@ class BestOfN(ChainStrategy):
 
     def solve_batch(self, questions: list[Question], budget: int | None = None,
                     listener: Listener | None = None) -> list[Thought]:
-        groups, calls = self.sample_chains(questions, budget, listener, n=self.n, temperature=self.temperature,
-                                           top_p=self.top_p, seed=self.seed)
-        parts = [[drop_cut_answer(split_completion(self.chat, self.engine, c)) for c in group] for group in groups]
+        groups, parts, closed, calls = self.sample_answers(questions, budget, listener, n=self.n,
+                                                           temperature=self.temperature, top_p=self.top_p,
+                                                           seed=self.seed)
         # one verifier call scores every answered chain
-        closed = self.close_cut(questions, groups, parts, budget, listener)
         flat = [(qi, ci) for qi, ps in enumerate(parts) for ci, p in enumerate(ps) if p[1]]
         scores = rate(self.verifier, [questions[qi] for qi, _ in flat],
                       [self.chat.steps(parts[qi][ci][0]) for qi, ci in flat],
