@@ -185,6 +185,27 @@ def test_scores_do_not_depend_on_batching_or_on_what_comes_later(rm):
     assert agg == pytest.approx([min(s) for s in batch])
 
 
+def test_candidates_sharing_a_prefix_score_as_they_would_whole_for_fewer_tokens(rm):
+    """Step search scores each parent's candidates together; the shared part runs through the body once."""
+    qs, chains, answers = [], [], []
+    for q, parent in (("What is 3 + 4?", []), ("What is 12 + 30?", ["2+0=2", "1+3=4"]), ("Hi", ["a"])):
+        for k, new in enumerate(["so 42", "so 24", "hmm", "2+0=2"]):
+            qs.append(q)
+            chains.append(parent + [new])
+            answers.append("42" if k == 0 else None)
+    rm.share_prefixes = False
+    tokens = rm.stats.tokens
+    whole = rm.score_batch(qs, chains, answers)
+    whole_tokens, tokens = rm.stats.tokens - tokens, rm.stats.tokens
+    rm.share_prefixes = True
+    shared = rm.score_batch(qs, chains, answers)
+    assert rm.stats.tokens - tokens < 0.6 * whole_tokens
+    for a, b in zip(shared, whole):
+        assert a == pytest.approx(b, abs=1e-5)
+    lone = rm.score_batch(qs[:1], chains[:1], answers[:1])  # nothing shared: one pass, as before
+    assert lone[0] == pytest.approx(whole[0], abs=1e-5)
+
+
 def test_a_frozen_body_trains_the_head_on_cached_features_with_the_same_loss(rm, tmp_path):
     lines = _labels(tmp_path / "l.jsonl").read_text().splitlines()[:6]
     chains = [LabelledChain.from_dict(json.loads(line)) for line in lines]

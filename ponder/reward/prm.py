@@ -29,6 +29,7 @@ from ponder import PonderError
 from ponder.model.chat import ChatFormat
 from ponder.model.loading import load_tokenizer, resolve
 from ponder.reward.base import QuestionLike, VerifierStats, check_aggregation
+from ponder.reward.shared_prefix import hidden_shared, prefix_cuts, tokens_run, worth_sharing
 
 META = "reward.json"
 KINDS = ("prm", "orm")
@@ -66,6 +67,8 @@ class RewardModel:
         if self.head is None:
             raise PonderError(f"{type(model).__name__} has no scalar head (score or classifier layer)")
         self.max_positions = getattr(model.config, "max_position_embeddings", None)
+        self.share_prefixes = True  # score chains that share a prefix with one pass over it (shared_prefix.py)
+        self._pad = tokenizer.pad_token_id or 0
         self.stats = VerifierStats()
         self._prompt_ids: dict[str, list[int]] = {}
 
@@ -158,8 +161,7 @@ class RewardModel:
         """The body's last hidden states at every encoding's positions, in order, from one forward."""
         dev = next(self.model.parameters()).device
         width = max(len(e.ids) for e in encoded)
-        pad = self.tokenizer.pad_token_id or 0
-        ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+        ids = torch.full((len(encoded), width), self._pad, dtype=torch.long)
         for r, e in enumerate(encoded):
             ids[r, : len(e.ids)] = torch.tensor(e.ids)
         # Right padding: a causal model never lets a position see the pads after it, so no mask is needed.
@@ -179,18 +181,26 @@ class RewardModel:
         if not len(questions) == len(chains) == len(answers):
             raise PonderError("score_batch needs as many questions, chains and answers")
         encoded = [self.encode(q, s, a) for q, s, a in zip(questions, chains, answers)]
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].ids))  # little padding per batch
+        cuts = prefix_cuts(encoded, [len(self._prompt(q)) for q in questions])
+        shared = self.share_prefixes and worth_sharing(encoded, cuts)
+        if shared:  # a prefix's chains side by side, so a batch runs each prefix once
+            order = sorted(range(len(encoded)), key=lambda i: (cuts[i], encoded[i].ids[:cuts[i]]))
+        else:
+            order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].ids))  # little padding per batch
         out: list[list[float]] = [[] for _ in encoded]
         with torch.inference_mode():
             for start in range(0, len(order), self.max_batch):
                 part = [i for i in order[start : start + self.max_batch] if encoded[i].positions]
                 if not part:
                     continue
-                for i, logit in zip(part, self.logits([encoded[i] for i in part])):
+                enc, cut = [encoded[i] for i in part], [cuts[i] for i in part]
+                hidden = hidden_shared(self.model.base_model, enc, cut, self._pad) if shared else self.hidden_at(enc)
+                logits = self.head(hidden).squeeze(-1).float().split([len(e.positions) for e in enc])
+                for i, logit in zip(part, logits):
                     out[i] = torch.sigmoid(logit).tolist()
                 self.stats.calls += 1
                 self.stats.sequences += len(part)
-                self.stats.tokens += sum(len(encoded[i].ids) for i in part)
+                self.stats.tokens += tokens_run(enc, cut) if shared else sum(len(e.ids) for e in enc)
         return out
 
     def score(self, question: QuestionLike, steps: Sequence[str], answer: str | None = None) -> list[float]:

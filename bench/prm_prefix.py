@@ -1,0 +1,75 @@
+"""Benchmark: step search with the verifier scoring shared prefixes once, against scoring every chain whole.
+
+    .venv/bin/python bench/prm_prefix.py --verifier runs/prm-cvp-2048/model [--task cvp --level 2]
+        [-n 200] [--strategy beam] [--multiplier 2] [--repeats 3] [--out bench/results/prm_prefix.json]
+
+The same questions, the same engine and verifier, one torch thread; runs alternate (whole, shared, whole,
+shared, ...) and the medians are reported, with the tokens the verifier ran through its body and whether
+every answer came out the same. The budget is `--multiplier` x 66 tokens, the base budget of cvp level 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from ponder.engine.local import LocalEngine
+from ponder.evaluate import heldout_problems
+from ponder.model.loading import load_model
+from ponder.reward.prm import RewardModel
+from ponder.think.registry import build_strategy, scaled_params
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--verifier", required=True)
+    ap.add_argument("--task", default="cvp")
+    ap.add_argument("--level", type=int, default=2)
+    ap.add_argument("-n", type=int, default=200)
+    ap.add_argument("--strategy", default="beam", choices=["beam", "dvts", "mcts"])
+    ap.add_argument("--multiplier", type=int, default=2)
+    ap.add_argument("--base", type=int, default=66, help="base budget in tokens")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=2)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    model, tok, chat = load_model()
+    engine = LocalEngine(model, tok)
+    verifier = RewardModel.load(args.verifier)
+    questions = [p.question for p in heldout_problems(args.task, args.level, args.n, seed=args.seed)]
+    strategy = build_strategy(args.strategy, engine, chat, verifier, **scaled_params(args.strategy, args.multiplier))
+    budget = args.multiplier * args.base
+    runs: dict[str, list[dict]] = {"whole": [], "shared": []}
+    for _ in range(args.repeats):
+        for name in runs:
+            verifier.share_prefixes = name == "shared"
+            before, start = verifier.stats.tokens, time.perf_counter()
+            thoughts = strategy.solve_batch(questions, budget)
+            runs[name].append({"seconds": time.perf_counter() - start, "scored_tokens": verifier.stats.tokens - before,
+                               "answers": [t.answer for t in thoughts]})
+    report = {"date": date.today().isoformat(), "machine": platform.processor() or platform.machine(),
+              "threads": 1, "task": args.task, "level": args.level, "n": args.n, "strategy": args.strategy,
+              "budget": budget, "verifier": args.verifier,
+              "same_answers": all(r["answers"] == runs["whole"][0]["answers"] for rs in runs.values() for r in rs)}
+    for name, rs in runs.items():
+        report[name] = {"median_seconds": round(statistics.median(r["seconds"] for r in rs), 2),
+                        "seconds": [round(r["seconds"], 2) for r in rs], "scored_tokens": rs[0]["scored_tokens"]}
+    report["speedup"] = round(report["whole"]["median_seconds"] / report["shared"]["median_seconds"], 2)
+    report["scored_token_ratio"] = round(report["shared"]["scored_tokens"] / report["whole"]["scored_tokens"], 3)
+    print(json.dumps(report, indent=1))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
