@@ -56,6 +56,7 @@ from ponder.engine.base import (Capabilities, Completion, EngineStats, SamplingP
                                 check_prompt_length, cut_at_stop, empty_completions)
 from ponder.engine.fused import LlamaDecoder, Prefix, PrefixState
 from ponder.engine.kvcache import Pool, SlabLayer, grow
+from ponder.engine.prefix_cache import PrefixCache
 from ponder.engine.vocab_text import VocabText
 
 __all__ = ["LocalEngine"]
@@ -72,6 +73,8 @@ class LocalEngine:
     tokenizer (off: rendered chat prompts already carry their markers).
     `fast_path` uses a hand-fused decode step for Llama-family models (the
     prefill and every other model go through the model's own forward).
+    `prefix_cache_mb` keeps prefilled prompts across calls, so a prompt that
+    extends one prefills only its new tokens (`prefix_cache.py`; 0: off).
     """
 
     capabilities = Capabilities(n=True, stop_strings=True, logprobs=True, prefix_continuation=True, streaming=True)
@@ -86,6 +89,7 @@ class LocalEngine:
         eos_token_ids: Iterable[int] | None = None,
         add_special_tokens: bool = False,
         fast_path: bool = True,
+        prefix_cache_mb: float = 256,
     ):
         if max_batch < 1:
             raise PonderError(f"max_batch must be >= 1, got {max_batch}")
@@ -117,6 +121,8 @@ class LocalEngine:
         self._fast = LlamaDecoder(model) if fast_path and LlamaDecoder.supports(model) else None
         self._pool = Pool()
         self._text = VocabText(tokenizer)
+        plain = all(type(layer) is DynamicLayer for layer in DynamicCache(config=config).layers)
+        self.prefixes = PrefixCache(model, int(prefix_cache_mb * 2**20)) if plain and prefix_cache_mb > 0 else None
 
     # -- the Engine protocol -------------------------------------------------
 
@@ -234,6 +240,9 @@ class LocalEngine:
         limit = Lp + params.max_tokens
 
         missing = [k for k in keys if k not in store]
+        if missing and self.prefixes is not None:
+            pad = self.tokenizer.pad_token_id
+            missing = self.prefixes.reuse(missing, ids, store, self._forward, 0 if pad is None else pad, dev)
         cache = None
         if missing:
             pcache, plogits, width = self._prefill([ids[k] for k in missing])
@@ -244,6 +253,8 @@ class LocalEngine:
                         keys=[layer.keys[r, :, width - n :] for layer in pcache.layers],
                         values=[layer.values[r, :, width - n :] for layer in pcache.layers],
                         logits=plogits[r], length=n)
+                    if self.prefixes is not None:
+                        self.prefixes.put(ids[k], store[k])
             else:
                 # Not plain full attention (sliding windows, linear attention): decode with the
                 # model's own cache, expanded per row. Nothing is stored, so missing == keys.

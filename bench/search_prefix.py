@@ -1,11 +1,15 @@
-"""Benchmark: step search with the verifier scoring shared prefixes once, against scoring every chain whole.
+"""Benchmark: step search with and without its two prefix savings, side by side.
 
-    .venv/bin/python bench/prm_prefix.py --verifier runs/prm-cvp-2048/model [--task cvp --level 2]
-        [-n 200] [--strategy beam] [--multiplier 2] [--repeats 3] [--out bench/results/prm_prefix.json]
+    .venv/bin/python bench/search_prefix.py --verifier runs/prm-cvp-2048/model [--task cvp --level 2]
+        [-n 200] [--strategy beam] [--multiplier 2] [--repeats 3] [--out bench/results/search_prefix.json]
 
-The same questions, the same engine and verifier, one torch thread; runs alternate (whole, shared, whole,
-shared, ...) and the medians are reported, with the tokens the verifier ran through its body and whether
-every answer came out the same. The budget is `--multiplier` x 66 tokens, the base budget of cvp level 2.
+Three ways on the same questions, model and verifier, one torch thread:
+- `whole`: the verifier scores every candidate whole, the engine prefills every prompt whole;
+- `shared`: the verifier runs a prefix its candidates share once (`reward/shared_prefix.py`);
+- `cached`: that, and the engine keeps prefilled prompts across calls (`engine/prefix_cache.py`).
+Runs alternate (whole, shared, cached, whole, ...); medians are reported, with the tokens the verifier
+ran through its body, the prompt tokens the engine did not prefill again, and whether every answer came
+out the same. The budget is `--multiplier` x `--base` tokens (66: the base budget of cvp level 2).
 """
 
 from __future__ import annotations
@@ -42,18 +46,21 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     model, tok, chat = load_model()
-    engine = LocalEngine(model, tok)
     verifier = RewardModel.load(args.verifier)
     questions = [p.question for p in heldout_problems(args.task, args.level, args.n, seed=args.seed)]
-    strategy = build_strategy(args.strategy, engine, chat, verifier, **scaled_params(args.strategy, args.multiplier))
     budget = args.multiplier * args.base
-    runs: dict[str, list[dict]] = {"whole": [], "shared": []}
+    runs: dict[str, list[dict]] = {"whole": [], "shared": [], "cached": []}
     for _ in range(args.repeats):
         for name in runs:
-            verifier.share_prefixes = name == "shared"
+            verifier.share_prefixes = name != "whole"
+            engine = LocalEngine(model, tok, prefix_cache_mb=256 if name == "cached" else 0)  # a fresh cache
+            strategy = build_strategy(args.strategy, engine, chat, verifier,
+                                      **scaled_params(args.strategy, args.multiplier))
             before, start = verifier.stats.tokens, time.perf_counter()
             thoughts = strategy.solve_batch(questions, budget)
             runs[name].append({"seconds": time.perf_counter() - start, "scored_tokens": verifier.stats.tokens - before,
+                               "prompt_tokens": engine.stats.prompt_tokens,
+                               "prefill_saved": engine.prefixes.tokens_saved if engine.prefixes else 0,
                                "answers": [t.answer for t in thoughts]})
     report = {"date": date.today().isoformat(), "machine": platform.processor() or platform.machine(),
               "threads": 1, "task": args.task, "level": args.level, "n": args.n, "strategy": args.strategy,
@@ -61,8 +68,10 @@ def main(argv: list[str] | None = None) -> int:
               "same_answers": all(r["answers"] == runs["whole"][0]["answers"] for rs in runs.values() for r in rs)}
     for name, rs in runs.items():
         report[name] = {"median_seconds": round(statistics.median(r["seconds"] for r in rs), 2),
-                        "seconds": [round(r["seconds"], 2) for r in rs], "scored_tokens": rs[0]["scored_tokens"]}
-    report["speedup"] = round(report["whole"]["median_seconds"] / report["shared"]["median_seconds"], 2)
+                        "seconds": [round(r["seconds"], 2) for r in rs], "scored_tokens": rs[0]["scored_tokens"],
+                        "prompt_tokens": rs[0]["prompt_tokens"], "prefill_saved": rs[0]["prefill_saved"]}
+    for name in ("shared", "cached"):
+        report[f"speedup_{name}"] = round(report["whole"]["median_seconds"] / report[name]["median_seconds"], 2)
     report["scored_token_ratio"] = round(report["shared"]["scored_tokens"] / report["whole"]["scored_tokens"], 3)
     print(json.dumps(report, indent=1))
     if args.out:

@@ -1,0 +1,148 @@
+"""Prompts prefilled in earlier calls, kept so that a prompt extending one prefills only its new tokens.
+
+Step search sends, at every step, each beam's question and steps so far; the call before sent the same
+text less the newest step. Revision prompts start with the question, continued chains with their prompt.
+So the engine keeps each prefilled prompt's keys and values (by token ids, least recently used first out,
+up to a byte budget) and, for a new prompt, looks for the longest kept one that its ids start with:
+
+- the whole prompt kept: nothing to run;
+- a shorter one kept: only the rest runs, on the kept keys and values (`extend`);
+- none: the prompt is prefilled whole, as before.
+
+A causal model gives every position the same keys, values and logits either way, up to float rounding.
+Kept states belong to the weights that made them: any change to the weights (a training step) empties the
+cache.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable
+
+import torch
+from transformers import DynamicCache
+
+from ponder.engine.base import weights_version
+from ponder.engine.fused import Prefix
+
+
+class PrefixCache:
+    """Prefilled prompts by token ids, least recently used evicted past `max_bytes`."""
+
+    def __init__(self, model, max_bytes: int) -> None:
+        self.model, self.max_bytes = model, max_bytes
+        self._entries: OrderedDict[tuple[int, ...], Prefix] = OrderedDict()
+        self._lengths: dict[int, int] = {}  # length -> entries of that length
+        self._bytes = 0
+        self._version: tuple | None = None
+        self.hits = self.extended = self.tokens_saved = 0
+
+    def _check_weights(self) -> None:
+        version = weights_version(self.model.parameters())
+        if version != self._version:
+            self.clear()
+            self._version = version
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._lengths.clear()
+        self._bytes = 0
+
+    def longest(self, ids: list[int]) -> Prefix | None:
+        """The longest kept prompt that `ids` start with (all of `ids` included)."""
+        self._check_weights()
+        for n in sorted((n for n in self._lengths if n <= len(ids)), reverse=True):
+            key = tuple(ids[:n])
+            hit = self._entries.get(key)
+            if hit is not None:
+                self._entries.move_to_end(key)
+                return hit
+        return None
+
+    def reuse(self, prompts: list[str], ids: dict[str, list[int]], store: dict[str, Prefix], forward: Forward,
+              pad: int, device: torch.device) -> list[str]:
+        """Prompts kept whole go to `store` as they are, those that extend a kept one after one `extend`
+        call; the rest, returned, are for the caller to prefill whole (and `put` here)."""
+        whole, partial = [], []
+        for k in prompts:
+            hit = self.longest(ids[k])
+            if hit is None:
+                whole.append(k)
+            elif hit.length == len(ids[k]):
+                store[k] = hit
+                self.hits += 1
+                self.tokens_saved += hit.length
+            else:
+                partial.append((k, hit))
+        if partial:
+            grown = extend(forward, self.model.config, [h for _, h in partial],
+                           [ids[k][h.length:] for k, h in partial], pad, device)
+            for (k, hit), prefix in zip(partial, grown):
+                store[k] = prefix
+                self.put(ids[k], prefix)
+                self.extended += 1
+                self.tokens_saved += hit.length
+        return whole
+
+    def put(self, ids: list[int], prefix: Prefix) -> None:
+        if self.max_bytes <= 0:
+            return
+        key = tuple(ids)
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return
+        kept = Prefix([k.clone() for k in prefix.keys], [v.clone() for v in prefix.values], prefix.logits.clone(),
+                      prefix.length)
+        size = _nbytes(kept)
+        if size > self.max_bytes:
+            return
+        self._entries[key] = kept
+        self._lengths[len(key)] = self._lengths.get(len(key), 0) + 1
+        self._bytes += size
+        while self._bytes > self.max_bytes:
+            old_key, old = self._entries.popitem(last=False)
+            self._bytes -= _nbytes(old)
+            self._lengths[len(old_key)] -= 1
+            if not self._lengths[len(old_key)]:
+                del self._lengths[len(old_key)]
+
+
+def _nbytes(p: Prefix) -> int:
+    return sum(t.numel() * t.element_size() for t in (*p.keys, *p.values))
+
+
+Forward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, DynamicCache], torch.Tensor]
+
+
+def extend(forward: Forward, config, kept: list[Prefix], rests: list[list[int]], pad: int,
+           device: torch.device) -> list[Prefix]:
+    """Each kept prompt continued by its rest of tokens, in one forward: the prefixes' keys and values
+    left-padded to a common length, the rests left-padded after them, so every row ends at the last column."""
+    width = max(p.length for p in kept)
+    span = max(len(r) for r in rests)
+    mask = torch.zeros((len(kept), width + span), dtype=torch.long)
+    ids = torch.full((len(kept), span), pad, dtype=torch.long)
+    for r, (p, rest) in enumerate(zip(kept, rests)):
+        mask[r, width - p.length : width] = 1
+        mask[r, width + span - len(rest) :] = 1
+        ids[r, span - len(rest) :] = torch.tensor(rest, dtype=torch.long)
+    rest_mask = mask[:, width:]
+    positions = torch.tensor([p.length for p in kept])[:, None] + (rest_mask.cumsum(1) - 1).clamp(min=0)
+    cache = DynamicCache(config=config)
+    for li in range(len(kept[0].keys)):
+        h, _, d = kept[0].keys[li].shape
+        k = kept[0].keys[li].new_zeros((len(kept), h, width, d))
+        v = torch.zeros_like(k)
+        for r, p in enumerate(kept):
+            k[r, :, width - p.length :] = p.keys[li]
+            v[r, :, width - p.length :] = p.values[li]
+        cache.update(k, v, li)
+    logits = forward(ids.to(device), mask.to(device), positions.to(device), cache)
+    out = []
+    for r, (p, rest) in enumerate(zip(kept, rests)):
+        new = slice(width + span - len(rest), width + span)
+        out.append(Prefix([torch.cat([p.keys[li], layer.keys[r, :, new]], 1) for li, layer in enumerate(cache.layers)],
+                          [torch.cat([p.values[li], layer.values[r, :, new]], 1)
+                           for li, layer in enumerate(cache.layers)],
+                          logits[r], p.length + len(rest)))
+    return out
