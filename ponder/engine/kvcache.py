@@ -36,6 +36,18 @@ class Pool:
         self.bufs.clear()
 
 
+def left_padded(token_lists: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ids, attention mask, position ids) of sequences left-padded to the longest, so every one ends at the
+    last column: the layout a batched prefill reads its next-token logits from."""
+    width = max(len(t) for t in token_lists)
+    ids = torch.full((len(token_lists), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(token_lists), width), dtype=torch.long)
+    for r, t in enumerate(token_lists):
+        ids[r, width - len(t):] = torch.tensor(t, dtype=torch.long)
+        mask[r, width - len(t):] = 1
+    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+
 def grow(capacity: int, needed: int, limit: int) -> int:
     """Grow by a sixth (at least 16 slots): repacks stay rare, slack stays small."""
     return min(max(needed, capacity + max(16, capacity // 6)), max(limit, needed))

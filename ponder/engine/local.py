@@ -55,7 +55,7 @@ from ponder import PonderError
 from ponder.engine.base import (Capabilities, Completion, EngineStats, SamplingParams, StepListener,
                                 check_prompt_length, cut_at_stop, empty_completions)
 from ponder.engine.fused import LlamaDecoder, Prefix, PrefixState
-from ponder.engine.kvcache import Pool, SlabLayer, grow
+from ponder.engine.kvcache import Pool, SlabLayer, grow, left_padded
 from ponder.engine.prefix_cache import PrefixCache
 from ponder.engine.vocab_text import VocabText
 
@@ -121,6 +121,7 @@ class LocalEngine:
         self._fast = LlamaDecoder(model) if fast_path and LlamaDecoder.supports(model) else None
         self._pool = Pool()
         self._text = VocabText(tokenizer)
+        self._pad = 0 if tokenizer.pad_token_id is None else tokenizer.pad_token_id
         plain = all(type(layer) is DynamicLayer for layer in DynamicCache(config=config).layers)
         self.prefixes = PrefixCache(model, int(prefix_cache_mb * 2**20)) if plain and prefix_cache_mb > 0 else None
 
@@ -218,19 +219,10 @@ class LocalEngine:
     def _prefill(self, token_lists: list[list[int]]):
         """One batched forward over left-padded prompts: (cache, last logits [P, V], padded length)."""
         dev = self.device
-        width = max(len(t) for t in token_lists)
-        pad = self.tokenizer.pad_token_id
-        pad = 0 if pad is None else pad
-        input_ids = torch.full((len(token_lists), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(token_lists), width), dtype=torch.long)
-        for r, t in enumerate(token_lists):
-            input_ids[r, width - len(t) :] = torch.tensor(t, dtype=torch.long)
-            mask[r, width - len(t) :] = 1
-        input_ids, mask = input_ids.to(dev), mask.to(dev)
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        input_ids, mask, position_ids = left_padded(token_lists, self._pad)
         cache = DynamicCache(config=self.model.config)
-        logits = self._forward(input_ids, mask, position_ids, cache)
-        return cache, logits, width
+        logits = self._forward(input_ids.to(dev), mask.to(dev), position_ids.to(dev), cache)
+        return cache, logits, input_ids.shape[1]
 
     def _run_chunk(self, chunk, prompts, ids, keys, store, params, stops, generator, emit) -> list[Completion]:
         dev = self.device
@@ -241,8 +233,7 @@ class LocalEngine:
 
         missing = [k for k in keys if k not in store]
         if missing and self.prefixes is not None:
-            pad = self.tokenizer.pad_token_id
-            missing = self.prefixes.reuse(missing, ids, store, self._forward, 0 if pad is None else pad, dev)
+            missing = self.prefixes.reuse(missing, ids, store, self._forward, self._pad, dev)
         cache = None
         if missing:
             pcache, plogits, width = self._prefill([ids[k] for k in missing])

@@ -24,6 +24,7 @@ from transformers import DynamicCache
 
 from ponder.engine.base import weights_version
 from ponder.engine.fused import Prefix
+from ponder.engine.kvcache import left_padded
 
 
 class PrefixCache:
@@ -50,7 +51,6 @@ class PrefixCache:
 
     def longest(self, ids: list[int]) -> Prefix | None:
         """The longest kept prompt that `ids` start with (all of `ids` included)."""
-        self._check_weights()
         for n in sorted((n for n in self._lengths if n <= len(ids)), reverse=True):
             key = tuple(ids[:n])
             hit = self._entries.get(key)
@@ -62,7 +62,9 @@ class PrefixCache:
     def reuse(self, prompts: list[str], ids: dict[str, list[int]], store: dict[str, Prefix], forward: Forward,
               pad: int, device: torch.device) -> list[str]:
         """Prompts kept whole go to `store` as they are, those that extend a kept one after one `extend`
-        call; the rest, returned, are for the caller to prefill whole (and `put` here)."""
+        call; the rest, returned, are for the caller to prefill whole (and `put` here). Once per engine call:
+        kept states made by other weights are dropped first."""
+        self._check_weights()
         whole, partial = [], []
         for k in prompts:
             hit = self.longest(ids[k])
@@ -107,6 +109,11 @@ class PrefixCache:
                 del self._lengths[len(old_key)]
 
 
+def _left_mask(lengths: list[int], width: int) -> torch.Tensor:
+    """1 over the last `length` of `width` columns, per row."""
+    return (torch.arange(width)[None] >= width - torch.tensor(lengths)[:, None]).long()
+
+
 def _nbytes(p: Prefix) -> int:
     return sum(t.numel() * t.element_size() for t in (*p.keys, *p.values))
 
@@ -119,15 +126,10 @@ def extend(forward: Forward, config, kept: list[Prefix], rests: list[list[int]],
     """Each kept prompt continued by its rest of tokens, in one forward: the prefixes' keys and values
     left-padded to a common length, the rests left-padded after them, so every row ends at the last column."""
     width = max(p.length for p in kept)
-    span = max(len(r) for r in rests)
-    mask = torch.zeros((len(kept), width + span), dtype=torch.long)
-    ids = torch.full((len(kept), span), pad, dtype=torch.long)
-    for r, (p, rest) in enumerate(zip(kept, rests)):
-        mask[r, width - p.length : width] = 1
-        mask[r, width + span - len(rest) :] = 1
-        ids[r, span - len(rest) :] = torch.tensor(rest, dtype=torch.long)
-    rest_mask = mask[:, width:]
-    positions = torch.tensor([p.length for p in kept])[:, None] + (rest_mask.cumsum(1) - 1).clamp(min=0)
+    ids, rest_mask, rest_positions = left_padded(rests, pad)
+    span = ids.shape[1]
+    mask = torch.cat([_left_mask([p.length for p in kept], width), rest_mask], 1)
+    positions = torch.tensor([p.length for p in kept])[:, None] + rest_positions
     cache = DynamicCache(config=config)
     for li in range(len(kept[0].keys)):
         h, _, d = kept[0].keys[li].shape

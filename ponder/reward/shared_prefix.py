@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Sequence
 
 import torch
 
+from ponder.engine.kvcache import left_padded
+
 if TYPE_CHECKING:
     from ponder.reward.prm import Encoded
 
@@ -51,15 +53,10 @@ def hidden_shared(body, encoded: Sequence[Encoded], cuts: Sequence[int], pad: in
     dev = next(body.parameters()).device
     keys: dict[tuple[int, ...], int] = {}
     parent = [keys.setdefault(tuple(e.ids[:cut]), len(keys)) for e, cut in zip(encoded, cuts)]
-    prefixes = list(keys)
+    prefixes = [list(p) for p in keys]
     plen = torch.tensor([len(p) for p in prefixes], dtype=torch.long)
-    width = int(plen.max())
-    ids = torch.full((len(prefixes), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(prefixes), width), dtype=torch.long)
-    for r, p in enumerate(prefixes):  # left padding: every prefix ends at the last column
-        ids[r, width - len(p):] = torch.tensor(p, dtype=torch.long)
-        mask[r, width - len(p):] = 1
-    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    ids, mask, positions = left_padded(prefixes, pad)  # every prefix ends at the last column
+    width = ids.shape[1]
     out = body(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=positions.to(dev), use_cache=True)
     before = out.last_hidden_state
     cache = out.past_key_values
