@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ponder import PonderError
-from ponder.engine.base import Engine, SamplingParams
+from ponder.engine.base import Engine
 from ponder.evaluate import answered
 from ponder.model.chat import ChatFormat
 from ponder.reward.base import check_aggregation
 from ponder.tasks import Problem, get_task
-from ponder.think.base import context_cap, split_completion
+from ponder.think.base import split_completion
 from ponder.think.registry import (NEEDS_VERIFIER, STRATEGIES, TAKES_VERIFIER, WHOLE_CHAINS, build_strategy,
                                    scaled_params)
 from ponder.think.sampling import ChainOfThought
@@ -135,20 +135,15 @@ def difficulty_bins(rates: list[float], bins: int = 5) -> list[int]:
 
 def pass_rates(engine: Engine, chat: ChatFormat, task_name: str, problems: list[Problem], samples: int,
                temperature: float, max_tokens: int, seed: int) -> list[float]:
-    """The share of `samples` sampled chains that answer each problem correctly (each problem's chains get
-    the room its own prompt leaves in the context, as a strategy's do)."""
+    """The share of `samples` sampled chains that answer each problem correctly, sampled as a whole-chain
+    strategy samples them (each problem's chains get the room its own prompt leaves in the context)."""
     task = get_task(task_name)
-    prompts = [chat.prompt(p.question) for p in problems]
-    by_cap: dict[int, list[int]] = {}
-    for i, prompt in enumerate(prompts):
-        by_cap.setdefault(context_cap(engine, prompt, max_tokens), []).append(i)
-    out = [0.0] * len(problems)
-    for cap, rows in by_cap.items():
-        params = SamplingParams(n=samples, temperature=temperature, max_tokens=cap, seed=seed)
-        for i, group in zip(rows, engine.generate([prompts[i] for i in rows], params)):
-            parts = [split_completion(chat, engine, c) for c in group]
-            out[i] = sum(1 for _, answer, _, finish in parts
-                         if finish == "stop" and task.check(problems[i], answer)) / len(group)
+    groups, _ = ChainOfThought(engine, chat, max_tokens=max_tokens).sample_chains(
+        [p.question for p in problems], None, None, n=samples, temperature=temperature, top_p=1.0, seed=seed)
+    out = []
+    for p, group in zip(problems, groups):
+        parts = [split_completion(chat, engine, c) for c in group]
+        out.append(sum(1 for _, answer, _, finish in parts if finish == "stop" and task.check(p, answer)) / len(group))
     return out
 
 
