@@ -153,7 +153,7 @@ class CVP(_SerialTask):
             return None
         values: dict[str, int] = {}
         for name, wire in wires.items():
-            values[name] = wire if isinstance(wire, int) else _gate_value(wire, values)
+            values[name] = wire if isinstance(wire, int) else _apply(wire[0], [values[a] for a in wire[1]])
         out = []
         for step in steps:
             m = _STEP.match(step.strip())
@@ -181,8 +181,3 @@ def _circuit(question: str) -> dict[str, int | tuple[str, list[str]]] | None:
             return None
         wires[name] = int(const) if const is not None else ("!", args) if neg else (op, args)
     return wires or None
-
-
-def _gate_value(gate: tuple[str, list[str]], values: dict[str, int]) -> int:
-    op, args = gate
-    return _apply(op, [values[a] for a in args])

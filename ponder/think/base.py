@@ -96,15 +96,21 @@ def default_key(answer: str) -> str:
     return " ".join(answer.split())
 
 
+def context_room(engine, prompt: str) -> int | None:
+    """New tokens the prompt leaves room for in the engine's context (None: no limit known)."""
+    limit = getattr(engine, "max_positions", None)
+    return limit - engine.count_tokens(prompt) if limit else None
+
+
 def context_cap(engine, prompt: str, cap: int) -> int:
     """`cap` new tokens, or fewer where the prompt leaves less room in the engine's context. One prompt at a
     time: a batch capped by its longest prompt would give a question's chains a length set by its batch-mates."""
-    limit = getattr(engine, "max_positions", None)
-    if not limit:
+    room = context_room(engine, prompt)
+    if room is None:
         return cap
-    room = limit - engine.count_tokens(prompt)
     if room < 1:
-        raise PonderError(f"the question is too long: the prompt fills the model's {limit}-token context")
+        raise PonderError(f"the question is too long: the prompt fills the model's "
+                          f"{engine.max_positions}-token context")
     return min(cap, room)
 
 

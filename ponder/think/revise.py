@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from ponder import PonderError
 from ponder.engine.base import Completion, SamplingParams
 from ponder.reward.base import Verifier, check_aggregation, rate
-from ponder.think.base import Node, Question, Strategy, Thought, Usage, drop_cut_answer, split_completion
+from ponder.think.base import (Node, Question, Strategy, Thought, Usage, context_room, drop_cut_answer,
+                               split_completion)
 from ponder.think.stream import Listener
 from ponder.think.verified import pick
 
@@ -70,7 +71,6 @@ class Revise(Strategy):
         if budget is not None and budget < 1:
             raise PonderError(f"the token budget must be >= 1, got {budget}")
         runs = [_Run(q, budget, Usage(), []) for q in questions]
-        limit = getattr(self.engine, "max_positions", None)
         for i in range(self.n):
             rows = []  # (run, prompt, cap)
             for qi, r in enumerate(runs):
@@ -83,7 +83,8 @@ class Revise(Strategy):
                 if r.budget is not None and r.budget < 1:
                     r.done = r.exhausted = True
                     continue
-                if i > 0 and limit and self.engine.count_tokens(prompt) >= limit:
+                room = context_room(self.engine, prompt) if i > 0 else None
+                if room is not None and room < 1:
                     r.done = True  # the earlier answers fill the context: no room to revise, keep what it has
                     continue
                 rows.append((r, prompt, self.max_new_tokens(prompt, share)))
