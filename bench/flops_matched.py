@@ -3,15 +3,21 @@
     python bench/flops_matched.py --large runs/ponder-4x-stage2/model --verifier runs/prm-cvp/model \
         --policy configs/adaptive-cvp.yaml -n 300 --out bench/results/flops-matched
 
+`--large-from results.json` takes the large model's greedy rows from an earlier run on the same questions
+instead (greedy chains are deterministic), for when its weights are gone.
+
 The questions are binned by the small model's own pass rate exactly as `ponder eval scaling` bins them
 (16 samples at temperature 0.8, chunks of 64 seeded seed + chunk), so the bins are the scaling run's.
 Per bin, the large model answers with one greedy chain, and the small model with its own greedy chain and
 with each strategy at each budget multiplier (of the base B: the 0.9 quantile of the small model's greedy chain lengths).
 
-FLOPs are counted as 2 x parameters per token a model reads or writes: every prompt token an engine call
-prefills (a prompt sent once with n samples counts once; a beam's prefix sent again counts again), every
-generated token, and every token the verifier scores, at the verifier's size. Attention's share (a few per
-cent at these lengths) is left out for both sides alike. Writes results.json, results.md and a plot of
+FLOPs are counted as 2 x parameters per token a model reads or writes: every prompt token the engine
+prefills (`EngineStats.prefilled_tokens`: a prompt sent once with n samples counts once; a beam's prefix
+sent again counts only its tokens that the engine's prefix cache did not hold), every generated token,
+and every token the verifier runs (a prefix its candidates share, once), at the verifier's size. Until
+2026-11-24 every prompt token sent was counted (results.json keeps that count as `sent_tokens`, and the
+FLOPs it gives as `flops_per_question_as_sent`). Attention's share (a few per cent at these lengths) is
+left out for both sides alike. Writes results.json, results.md and a plot of
 accuracy against FLOPs per question, one panel per bin, the large model's greedy chain as a star.
 """
 
@@ -42,14 +48,17 @@ def params_of(model) -> int:
 
 def run(strategy, engine, verifier, task, problems, budget) -> dict:
     """Accuracy and FLOPs inputs of one strategy on `problems`: (correct, prompt, generated, scored) sums."""
-    e0 = (engine.stats.prompt_tokens, engine.stats.generated_tokens)
+    if getattr(engine, "prefixes", None) is not None:
+        engine.prefixes.clear()  # each cell pays its own prefills, not ones an earlier cell left behind
+    e0 = (engine.stats.prefilled_tokens, engine.stats.generated_tokens, engine.stats.prompt_tokens)
     v0 = verifier.stats.tokens if verifier is not None else 0
     correct = 0
     for i in range(0, len(problems), 64):
         part = problems[i: i + 64]
         for p, th in zip(part, strategy.solve_batch([p.question for p in part], budget)):
             correct += bool(task.check(p, th.answer))
-    return {"correct": correct, "prompt_tokens": engine.stats.prompt_tokens - e0[0],
+    return {"correct": correct, "prompt_tokens": engine.stats.prefilled_tokens - e0[0],
+            "sent_tokens": engine.stats.prompt_tokens - e0[2],
             "generated_tokens": engine.stats.generated_tokens - e0[1],
             "scored_tokens": (verifier.stats.tokens - v0) if verifier is not None else 0}
 
@@ -59,7 +68,10 @@ def main() -> None:
     ap.add_argument("--task", default="cvp")
     ap.add_argument("--level", type=int, default=2)
     ap.add_argument("--small", default="built-in")
-    ap.add_argument("--large", required=True, help="the larger model's directory")
+    large_source = ap.add_mutually_exclusive_group(required=True)
+    large_source.add_argument("--large", help="the larger model's directory")
+    large_source.add_argument("--large-from", type=Path,
+                              help="an earlier results.json on the same questions to take the large rows from")
     ap.add_argument("--verifier", required=True)
     ap.add_argument("--policy", help="adaptive's policy table")
     ap.add_argument("--strategies", default="adaptive,best_of_n")
@@ -75,10 +87,14 @@ def main() -> None:
     task = get_task(args.task)
     problems = heldout_problems(args.task, args.level, args.n, args.seed)
     small, tok, chat = load_model(args.small)
-    large, ltok, lchat = load_model(args.large)
-    engine, lengine = LocalEngine(small, tok), LocalEngine(large, ltok)
+    engine = LocalEngine(small, tok)
     verifier = RewardModel.load(args.verifier)
-    sizes = {"small": params_of(small), "large": params_of(large), "verifier": params_of(verifier.model)}
+    earlier = json.loads(args.large_from.read_text()) if args.large_from else None
+    if earlier is None:
+        large, ltok, lchat = load_model(args.large)
+        lengine = LocalEngine(large, ltok)
+    sizes = {"small": params_of(small), "large": earlier["parameters"]["large"] if earlier else params_of(large),
+             "verifier": params_of(verifier.model)}
     policy = None
     if args.policy:
         from ponder.think.policy import load_policy
@@ -93,6 +109,13 @@ def main() -> None:
         rates += pass_rates(engine, chat, args.task, problems[ci: ci + 64], args.samples, 0.8, args.max_tokens,
                             args.seed + ci // 64)
     binned = difficulty_bins(rates, 5)
+    bins = [{"bin": k + 1, "pass_rate_min": min(r for r, b in zip(rates, binned) if b == k),
+             "pass_rate_max": max(r for r, b in zip(rates, binned) if b == k)} for k in range(max(binned) + 1)]
+    if earlier is not None:
+        same = {k: earlier[k] for k in ("task", "level", "n", "seed", "base_tokens", "bins")}
+        if same != {"task": args.task, "level": args.level, "n": len(problems), "seed": args.seed,
+                    "base_tokens": base, "bins": bins}:
+            raise SystemExit(f"--large-from {args.large_from} binned other questions: {same}")
     by_bin = [[p for p, b in zip(problems, binned) if b == k] for k in range(max(binned) + 1)]
 
     def flops(r: dict, n_params: int, scored_params: int = 0) -> float:
@@ -109,7 +132,9 @@ def main() -> None:
              "prompt_tokens": sum(th.usage.prompt_tokens for th in ths),
              "generated_tokens": sum(th.usage.completion_tokens for th in ths), "scored_tokens": 0}
         rows.append(row("small greedy", k, qs, r, flops(r, sizes["small"])))
-    cells = [("large greedy", None, None)] + [(s, s, int(m)) for s in args.strategies.split(",")
+    if earlier is not None:
+        rows += [r for r in earlier["rows"] if r["cell"] == "large greedy"]
+    cells = [("large greedy", None, None)] * (earlier is None) + [(s, s, int(m)) for s in args.strategies.split(",")
                                              for m in args.budgets.split(",")]
     for label, name, m in tqdm(cells, desc="cells"):
         for k, qs in enumerate(by_bin):
@@ -123,15 +148,16 @@ def main() -> None:
                                           answer_key=task.normalize, **params)
                 r = run(strategy, engine, verifier, task, qs, m * base)
                 f = flops(r, sizes["small"], sizes["verifier"])
+                r["flops_per_question_as_sent"] = flops(r | {"prompt_tokens": r["sent_tokens"]}, sizes["small"],
+                                                        sizes["verifier"]) / len(qs)
             rows.append(row(label if name is None else f"{name} x{m}", k, qs, r, f))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {"date": str(date.today()), "machine": platform.platform(), "threads": args.threads,
               "task": args.task, "level": args.level, "n": len(problems), "seed": args.seed, "small": args.small,
-              "large": args.large, "verifier": args.verifier, "policy": args.policy, "parameters": sizes,
-              "base_tokens": base, "bins": [{"bin": k + 1, "pass_rate_min": min(r for r, b in zip(rates, binned) if b == k),
-                                             "pass_rate_max": max(r for r, b in zip(rates, binned) if b == k)}
-                                            for k in range(len(by_bin))], "rows": rows}
+              "large": args.large or earlier["large"], "verifier": args.verifier, "policy": args.policy,
+              "parameters": sizes,
+              "base_tokens": base, "bins": bins, "rows": rows}
     (out / "results.json").write_text(json.dumps(report, indent=1) + "\n")
     (out / "results.md").write_text(markdown(report))
     plot(report, out / "results.png")

@@ -253,6 +253,14 @@ def test_capabilities_and_stats(model, tok):
     assert eng.stats.prompt_tokens == sum(eng.count_tokens(p) for p in PROMPTS[:2])
     assert eng.stats.generated_tokens == generated and eng.stats.per_call == [generated]
     assert eng.generate([], SamplingParams()) == []
+    assert eng.stats.prefilled_tokens == eng.stats.prompt_tokens  # a fresh engine prefills what it is sent
+
+
+def test_a_prompt_repeated_in_one_call_counts_as_sent_twice_and_prefilled_once(model, tok):
+    eng = LocalEngine(model, tok, prefix_cache_mb=0)
+    a, b = eng.count_tokens(PROMPTS[0]), eng.count_tokens(PROMPTS[1])
+    eng.generate([PROMPTS[0], PROMPTS[1], PROMPTS[0]], SamplingParams(max_tokens=2))
+    assert (eng.stats.prompt_tokens, eng.stats.prefilled_tokens) == (2 * a + b, a + b)
 
 
 def test_training_mode_is_restored(model, tok):

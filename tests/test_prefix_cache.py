@@ -64,6 +64,9 @@ def test_only_new_tokens_are_prefilled_and_a_repeated_prompt_not_at_all(model, t
     longer = [p + "12" for p in PROMPTS]
     ran = _prefill_tokens(model, lambda: eng.generate(longer, params))
     assert ran == len(PROMPTS) * 2  # each row: its two new tokens (both prefixes end at the same column)
+    # the engine's own count says what ran (what FLOPs accounting reads), not what was sent
+    assert eng.stats.prefilled_tokens == whole + len(PROMPTS) * 2
+    assert eng.stats.prompt_tokens == 3 * whole + len(PROMPTS) * 2
 
 
 def test_a_weight_update_empties_the_cache(model, tok):

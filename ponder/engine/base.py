@@ -77,8 +77,14 @@ class Engine(Protocol):
 
 @dataclass
 class EngineStats:
+    """Token counts over an engine's life. `prompt_tokens` counts every prompt token sent (a prompt sent
+    twice counts twice); `prefilled_tokens` counts those the model actually ran: the local engine runs a
+    prompt repeated within a call once and, with its prefix cache, only a kept prompt's new tokens.
+    Engines that cannot tell (remote, vLLM) count every token sent."""
+
     calls: int = 0
     prompt_tokens: int = 0
+    prefilled_tokens: int = 0
     generated_tokens: int = 0
     per_call: list[int] = field(default_factory=list)
 

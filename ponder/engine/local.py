@@ -232,8 +232,11 @@ class LocalEngine:
         limit = Lp + params.max_tokens
 
         missing = [k for k in keys if k not in store]
+        self.stats.prefilled_tokens += sum(len(ids[k]) for k in missing)
         if missing and self.prefixes is not None:
+            saved = self.prefixes.tokens_saved
             missing = self.prefixes.reuse(missing, ids, store, self._forward, self._pad, dev)
+            self.stats.prefilled_tokens -= self.prefixes.tokens_saved - saved
         cache = None
         if missing:
             pcache, plogits, width = self._prefill([ids[k] for k in missing])

@@ -120,6 +120,7 @@ class RemoteEngine:
                     pool.shutdown(wait=False, cancel_futures=True)
         self.stats.calls += 1
         self.stats.prompt_tokens += sum(r[1] for r in results)
+        self.stats.prefilled_tokens += sum(r[1] for r in results)
         generated = sum(r[2] for r in results)
         self.stats.generated_tokens += generated
         self.stats.per_call.append(generated)

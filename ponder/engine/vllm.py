@@ -98,6 +98,7 @@ class VLLMEngine:
             self._check_length(len(p), params.max_tokens)
         self.stats.calls += 1
         self.stats.prompt_tokens += sum(len(p) for p in ids)
+        self.stats.prefilled_tokens += sum(len(p) for p in ids)
         if params.max_tokens == 0:  # vLLM wants at least one token
             self.stats.per_call.append(0)
             return empty_completions([len(p) for p in ids], params)
