@@ -206,6 +206,44 @@ def test_candidates_sharing_a_prefix_score_as_they_would_whole_for_fewer_tokens(
     assert lone[0] == pytest.approx(whole[0], abs=1e-5)
 
 
+def _whole(rm, qs, chains, answers):
+    """Scores with every chain run whole, nothing kept or shared."""
+    share, kept = rm.share_prefixes, rm.kept
+    rm.share_prefixes, rm.kept = False, None
+    try:
+        return rm.score_batch(qs, chains, answers)
+    finally:
+        rm.share_prefixes, rm.kept = share, kept
+
+
+@pytest.mark.parametrize("keep_mb", [256, 0.004])
+def test_a_step_search_call_runs_only_the_new_steps_of_chains_scored_before(micro_dir, keep_mb):
+    """Beam search's pattern: each call's candidates extend the last call's; a budget too small to keep
+    them (0.004 MB) costs tokens, never correctness."""
+    rm = RewardModel.from_policy(micro_dir, kind="prm", seed=0, keep_mb=keep_mb)
+    qs = ["What is 3 + 4?", "What is 12 + 30?"]
+    parents = [["3+4=7"], ["2+0=2"]]
+    rm.score_batch(qs, parents, [None, None])
+    before = rm.stats.tokens
+    cands = [p + [new] for p in parents for new in ("1+3=4", "so 42", "hmm")]
+    cq = [q for q in qs for _ in range(3)]
+    got = rm.score_batch(cq, cands, [None] * 6)
+    new_tokens = sum(len(rm.encode(q, c).ids) - len(rm.encode(q, c[:-1]).ids) for q, c in zip(cq, cands))
+    assert (rm.stats.tokens - before == new_tokens) == (keep_mb == 256)
+    for a, b in zip(got, _whole(rm, cq, cands, [None] * 6)):
+        assert a == pytest.approx(b, abs=1e-5)
+
+
+def test_kept_prefixes_are_dropped_when_the_weights_change(micro_dir):
+    rm = RewardModel.from_policy(micro_dir, kind="prm", seed=0)
+    q, chain = ["What is 3 + 4?"], [["3+4=7", "ok"]]
+    rm.score_batch(q, [chain[0][:1]], [None])
+    with torch.no_grad():
+        for p in rm.model.base_model.parameters():
+            p.mul_(1.05)  # an optimizer step, as far as the kept keys and values are concerned
+    assert rm.score_batch(q, chain, ["7"]) == [pytest.approx(_whole(rm, q, chain, ["7"])[0], abs=1e-5)]
+
+
 def test_a_frozen_body_trains_the_head_on_cached_features_with_the_same_loss(rm, tmp_path):
     lines = _labels(tmp_path / "l.jsonl").read_text().splitlines()[:6]
     chains = [LabelledChain.from_dict(json.loads(line)) for line in lines]

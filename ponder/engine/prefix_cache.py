@@ -17,7 +17,7 @@ cache.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable
+from typing import Callable, Iterable, Sequence
 
 import torch
 from transformers import DynamicCache
@@ -27,18 +27,18 @@ from ponder.engine.fused import Prefix
 from ponder.engine.kvcache import left_padded
 
 
-class PrefixCache:
-    """Prefilled prompts by token ids, least recently used evicted past `max_bytes`."""
+class PrefixLRU:
+    """Entries keyed by token ids, found by the longest kept prefix of a sequence, least recently used
+    evicted past `max_bytes`, all dropped when the model's weights change (kept states are theirs)."""
 
-    def __init__(self, model, max_bytes: int) -> None:
+    def __init__(self, model, max_bytes: float) -> None:
         self.model, self.max_bytes = model, max_bytes
-        self._entries: OrderedDict[tuple[int, ...], Prefix] = OrderedDict()
+        self._entries: OrderedDict[tuple[int, ...], tuple[object, int]] = OrderedDict()
         self._lengths: dict[int, int] = {}  # length -> entries of that length
         self._bytes = 0
         self._version: tuple | None = None
-        self.hits = self.extended = self.tokens_saved = 0
 
-    def _check_weights(self) -> None:
+    def check_weights(self) -> None:
         version = weights_version(self.model.parameters())
         if version != self._version:
             self.clear()
@@ -49,22 +49,49 @@ class PrefixCache:
         self._lengths.clear()
         self._bytes = 0
 
-    def longest(self, ids: list[int]) -> Prefix | None:
-        """The longest kept prompt that `ids` start with (all of `ids` included)."""
-        for n in sorted((n for n in self._lengths if n <= len(ids)), reverse=True):
+    def longest(self, ids: Sequence[int], lengths: Iterable[int] | None = None):
+        """The entry of the longest kept prefix of `ids` (all of `ids` included), or None. `lengths`: the
+        only prefix lengths worth trying (default: every length kept)."""
+        tried = self._lengths if lengths is None else {n for n in lengths if n in self._lengths}
+        for n in sorted((n for n in tried if n <= len(ids)), reverse=True):
             key = tuple(ids[:n])
             hit = self._entries.get(key)
             if hit is not None:
                 self._entries.move_to_end(key)
-                return hit
+                return hit[0]
         return None
+
+    def put(self, ids: Sequence[int], entry, nbytes: int) -> None:
+        key = tuple(ids)
+        if self.max_bytes <= 0 or nbytes > self.max_bytes:
+            return
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return
+        self._entries[key] = (entry, nbytes)
+        self._lengths[len(key)] = self._lengths.get(len(key), 0) + 1
+        self._bytes += nbytes
+        while self._bytes > self.max_bytes:
+            old_key, (_, size) = self._entries.popitem(last=False)
+            self._bytes -= size
+            self._lengths[len(old_key)] -= 1
+            if not self._lengths[len(old_key)]:
+                del self._lengths[len(old_key)]
+
+
+class PrefixCache(PrefixLRU):
+    """The engine's prefilled prompts: keys, values and last logits (`Prefix`)."""
+
+    def __init__(self, model, max_bytes: int) -> None:
+        super().__init__(model, max_bytes)
+        self.hits = self.extended = self.tokens_saved = 0
 
     def reuse(self, prompts: list[str], ids: dict[str, list[int]], store: dict[str, Prefix], forward: Forward,
               pad: int, device: torch.device) -> list[str]:
         """Prompts kept whole go to `store` as they are, those that extend a kept one after one `extend`
         call; the rest, returned, are for the caller to prefill whole (and `put` here). Once per engine call:
         kept states made by other weights are dropped first."""
-        self._check_weights()
+        self.check_weights()
         whole, partial = [], []
         for k in prompts:
             hit = self.longest(ids[k])
@@ -86,27 +113,13 @@ class PrefixCache:
                 self.tokens_saved += hit.length
         return whole
 
-    def put(self, ids: list[int], prefix: Prefix) -> None:
-        if self.max_bytes <= 0:
-            return
-        key = tuple(ids)
-        if key in self._entries:
-            self._entries.move_to_end(key)
+    def put(self, ids: list[int], prefix: Prefix) -> None:  # type: ignore[override]
+        if self.max_bytes <= 0 or tuple(ids) in self._entries:
+            super().put(ids, prefix, 0)  # refreshes recency only
             return
         kept = Prefix([k.clone() for k in prefix.keys], [v.clone() for v in prefix.values], prefix.logits.clone(),
                       prefix.length)
-        size = _nbytes(kept)
-        if size > self.max_bytes:
-            return
-        self._entries[key] = kept
-        self._lengths[len(key)] = self._lengths.get(len(key), 0) + 1
-        self._bytes += size
-        while self._bytes > self.max_bytes:
-            old_key, old = self._entries.popitem(last=False)
-            self._bytes -= _nbytes(old)
-            self._lengths[len(old_key)] -= 1
-            if not self._lengths[len(old_key)]:
-                del self._lengths[len(old_key)]
+        super().put(ids, kept, _nbytes(kept))
 
 
 def _left_mask(lengths: list[int], width: int) -> torch.Tensor:

@@ -22,14 +22,15 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from transformers import AutoModelForTokenClassification
+from transformers import AutoModelForTokenClassification, DynamicCache
+from transformers.cache_utils import DynamicLayer
 from transformers.utils import logging as hf_logging
 
 from ponder import PonderError
 from ponder.model.chat import ChatFormat
 from ponder.model.loading import load_tokenizer, resolve
 from ponder.reward.base import QuestionLike, VerifierStats, check_aggregation
-from ponder.reward.shared_prefix import hidden_shared, prefix_cuts, tokens_run, worth_sharing
+from ponder.reward.shared_prefix import KeptPrefixes, Segment, cut_points, prefix_cuts, run_rests
 
 META = "reward.json"
 KINDS = ("prm", "orm")
@@ -56,7 +57,7 @@ class RewardModel:
     """Scores chains of thought, batched; see the module docstring for the layout."""
 
     def __init__(self, model, tokenizer, chat: ChatFormat, kind: str = "prm", aggregation: str = "last",
-                 max_batch: int = 32) -> None:
+                 max_batch: int = 32, keep_mb: float = 256) -> None:
         if kind not in KINDS:
             raise PonderError(f"reward model kind must be prm or orm, got {kind!r}")
         if max_batch < 1:
@@ -67,7 +68,11 @@ class RewardModel:
         if self.head is None:
             raise PonderError(f"{type(model).__name__} has no scalar head (score or classifier layer)")
         self.max_positions = getattr(model.config, "max_position_embeddings", None)
-        self.share_prefixes = True  # score chains that share a prefix with one pass over it (shared_prefix.py)
+        # Run a prefix that chains share once, and keep what ran for later calls to extend (shared_prefix.py);
+        # only a body with a plain key/value cache can be extended.
+        plain = all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
+        self.share_prefixes = plain
+        self.kept = KeptPrefixes(model, keep_mb * 2**20) if plain and keep_mb > 0 else None
         self._pad = tokenizer.pad_token_id or 0
         self.stats = VerifierStats()
         self._prompt_ids: dict[str, list[int]] = {}
@@ -76,7 +81,7 @@ class RewardModel:
 
     @classmethod
     def from_policy(cls, path: str | Path, kind: str = "prm", aggregation: str | None = None,
-                    seed: int = 0) -> "RewardModel":
+                    seed: int = 0, keep_mb: float = 256) -> "RewardModel":
         """A reward model whose body is the policy's (its LM head dropped) and whose scalar head is new."""
         folder = resolve(path)
         torch.manual_seed(seed)
@@ -92,10 +97,10 @@ class RewardModel:
             if head.bias is not None:
                 head.bias.zero_()
         tok = load_tokenizer(folder)
-        return cls(model.eval(), tok, ChatFormat.for_tokenizer(tok), kind, aggregation or "last")
+        return cls(model.eval(), tok, ChatFormat.for_tokenizer(tok), kind, aggregation or "last", keep_mb=keep_mb)
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "cpu") -> "RewardModel":
+    def load(cls, path: str | Path, device: str = "cpu", keep_mb: float = 256) -> "RewardModel":
         folder = Path(path).expanduser()
         if not (folder / META).exists():
             raise PonderError(f"not a reward model directory (no {META}): {folder}")
@@ -106,7 +111,8 @@ class RewardModel:
             raise PonderError(f"cannot load a reward model from {folder}: {str(e).splitlines()[0]}") from e
         tok = load_tokenizer(folder)
         chat = ChatFormat.for_tokenizer(tok, meta.get("think_open", "<think>"), meta.get("think_close", "</think>"))
-        return cls(model.to(device).eval(), tok, chat, meta.get("kind", "prm"), meta.get("aggregation", "min"))
+        return cls(model.to(device).eval(), tok, chat, meta.get("kind", "prm"), meta.get("aggregation", "min"),
+                   keep_mb=keep_mb)
 
     def metadata(self) -> dict:
         return {"kind": self.kind, "aggregation": self.aggregation, "step_sep": self.chat.step_sep,
@@ -181,27 +187,69 @@ class RewardModel:
         if not len(questions) == len(chains) == len(answers):
             raise PonderError("score_batch needs as many questions, chains and answers")
         encoded = [self.encode(q, s, a) for q, s, a in zip(questions, chains, answers)]
-        cuts = prefix_cuts(encoded, [len(self._prompt(q)) for q in questions])
-        shared = self.share_prefixes and worth_sharing(encoded, cuts)
-        if shared:  # a prefix's chains side by side, so a batch runs each prefix once
-            order = sorted(range(len(encoded)), key=lambda i: (cuts[i], encoded[i].ids[:cuts[i]]))
-        else:
-            order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].ids))  # little padding per batch
+        live = [i for i, e in enumerate(encoded) if e.positions]
         out: list[list[float]] = [[] for _ in encoded]
+        if not live:
+            return out
+        enc = [encoded[i] for i in live]
         with torch.inference_mode():
-            for start in range(0, len(order), self.max_batch):
-                part = [i for i in order[start : start + self.max_batch] if encoded[i].positions]
-                if not part:
-                    continue
-                enc, cut = [encoded[i] for i in part], [cuts[i] for i in part]
-                hidden = hidden_shared(self.model.base_model, enc, cut, self._pad) if shared else self.hidden_at(enc)
-                logits = self.head(hidden).squeeze(-1).float().split([len(e.positions) for e in enc])
-                for i, logit in zip(part, logits):
-                    out[i] = torch.sigmoid(logit).tolist()
-                self.stats.calls += 1
-                self.stats.sequences += len(part)
-                self.stats.tokens += tokens_run(enc, cut) if shared else sum(len(e.ids) for e in enc)
+            if self.share_prefixes:
+                hidden = self._hidden_extending(enc, [len(self._prompt(questions[i])) for i in live])
+            else:
+                hidden = []
+                order = sorted(range(len(enc)), key=lambda i: len(enc[i].ids))  # little padding per batch
+                for start in range(0, len(order), self.max_batch):
+                    part = [enc[i] for i in order[start : start + self.max_batch]]
+                    hidden += self.hidden_at(part).split([len(e.positions) for e in part])
+                    self.stats.calls += 1
+                    self.stats.tokens += sum(len(e.ids) for e in part)
+                hidden = [h for _, h in sorted(zip(order, hidden), key=lambda t: t[0])]
+            for i, h in zip(live, hidden):
+                out[i] = torch.sigmoid(self.head(h).squeeze(-1).float()).tolist()
+        self.stats.sequences += len(live)
         return out
+
+    def _hidden_extending(self, enc: list[Encoded], prompt_lens: list[int]) -> list[torch.Tensor]:
+        """Hidden states at each chain's positions: shared prefixes run first, then each chain's rest, each
+        on the longest sequence kept from this call or an earlier one."""
+        if self.kept is not None:
+            self.kept.check_weights()
+        made: dict[tuple[int, ...], Segment] = {}
+        cuts = prefix_cuts(enc, prompt_lens)
+        shared = {tuple(e.ids[:c]): cut_points(e, n) for e, n, c in zip(enc, prompt_lens, cuts) if c < len(e.ids)}
+        self._extend(list(shared.items()), made)
+        self._extend([(tuple(e.ids), cut_points(e, n)) for e, n in zip(enc, prompt_lens)], made)
+        return [made[tuple(e.ids)].all_hidden()[e.positions] for e in enc]
+
+    def _extend(self, seqs: list[tuple[tuple[int, ...], list[int]]], made: dict[tuple[int, ...], Segment]) -> None:
+        """Put a segment for every sequence in `made`, running only what nothing kept covers. Each sequence
+        comes with the prefix lengths worth looking up."""
+        todo: dict[tuple[int, ...], Segment | None] = {}
+        for ids, lengths in seqs:
+            if ids in made or ids in todo:
+                continue
+            base = self._longest(ids, lengths, made)
+            if base is not None and base.length == len(ids):
+                made[ids] = base
+            else:
+                todo[ids] = base
+        order = sorted(todo, key=lambda ids: (todo[ids].length if todo[ids] else 0, len(ids)))
+        for start in range(0, len(order), self.max_batch):
+            part = order[start : start + self.max_batch]
+            rests = [list(ids[todo[ids].length if todo[ids] else 0 :]) for ids in part]
+            for ids, seg in zip(part, run_rests(self.model.base_model, [todo[i] for i in part], rests, self._pad)):
+                made[ids] = seg
+                if self.kept is not None:
+                    self.kept.put_segment(ids, seg)
+            self.stats.calls += 1
+            self.stats.tokens += sum(len(r) for r in rests)
+
+    def _longest(self, ids: tuple[int, ...], lengths: list[int], made: dict) -> Segment | None:
+        for n in sorted((n for n in lengths if n <= len(ids)), reverse=True):
+            hit = made.get(ids[:n]) or (self.kept.longest(ids, [n]) if self.kept is not None else None)
+            if hit is not None:
+                return hit
+        return None
 
     def score(self, question: QuestionLike, steps: Sequence[str], answer: str | None = None) -> list[float]:
         return self.score_batch([question], [steps], [answer])[0]

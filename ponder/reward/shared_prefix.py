@@ -1,79 +1,109 @@
-"""Scoring many chains that share prefixes: each shared prefix goes through the body once.
+"""Scoring chains that share prefixes, within a call and across calls: each prefix goes through the body once.
 
-Step search asks the verifier about every candidate step, and the candidates of one parent are the
-same question and steps with one new step each. Run whole, each candidate pays for the shared part
-again: with 4 expansions of a 70-token prefix and 8-token steps, 312 tokens where 102 would do.
+Step search asks the verifier about every candidate step. The candidates of one parent are the same
+question and steps with one new step each, and the parent itself was a candidate one call before. Run
+whole, each candidate pays for all of that again: with 4 expansions of a 70-token prefix and 8-token
+steps, 312 tokens where 32 would do once the parent's 70 are kept.
 
-So chains are grouped by the longest prefix they share with another chain in the batch, cut at a step
-boundary. The prefixes go
-through the body once, left-padded, keeping their keys and values; each chain's suffix then runs on
-its group's cache, right-padded, with position ids that carry on where its prefix ended. A causal
-body gives every position the same hidden state either way (up to float rounding), because no
-position sees what comes after it.
+So the body's keys, values and last hidden states are kept per scored sequence, as `Segment`s: a
+parent's segment plus the tokens it adds, so a candidate stores only its own step. A call first runs the
+prefixes its chains share (cut at a step boundary), then every chain's rest, each on the longest kept
+sequence that it extends (`KeptPrefixes`, least recently used out past a byte budget, emptied when the
+weights change). A causal body gives every position the same hidden state either way, up to float
+rounding, because no position sees what comes after it.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 import torch
+from transformers import DynamicCache
 
-from ponder.engine.kvcache import left_padded
+from ponder.engine.prefix_cache import PrefixLRU
 
 if TYPE_CHECKING:
     from ponder.reward.prm import Encoded
 
 
+@dataclass(eq=False)
+class Segment:
+    """The body's state over a token sequence: its parent's, then this segment's own tokens."""
+
+    parent: Segment | None
+    keys: list[torch.Tensor]  # per layer [heads, own tokens, head dim]
+    values: list[torch.Tensor]
+    hidden: torch.Tensor  # [own tokens, hidden size]
+    length: int  # tokens from the start through this segment
+
+    def lineage(self) -> list[Segment]:
+        out, s = [], self
+        while s is not None:
+            out.append(s)
+            s = s.parent
+        return out[::-1]
+
+    def all_hidden(self) -> torch.Tensor:
+        return torch.cat([s.hidden for s in self.lineage()])
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values, self.hidden))
+
+
+class KeptPrefixes(PrefixLRU):
+    """Segments by token ids. Bytes count each segment's own tokens; an evicted segment stays in memory
+    while a kept one extends it."""
+
+    def put_segment(self, ids: Sequence[int], seg: Segment) -> None:
+        self.put(ids, seg, seg.nbytes())
+
+
 def prefix_cuts(encoded: Sequence[Encoded], prompt_lens: Sequence[int]) -> list[int]:
     """Where each chain's shared part ends: after the last scored piece (or the prompt) whose prefix another
     chain in the batch has too, short of its last piece; after the prompt where none is shared."""
-    def cut_points(e: Encoded, prompt_len: int) -> list[int]:
-        return [prompt_len] + [p + 1 for p in e.positions[:-1] if p + 1 > prompt_len]
-
-    seen = Counter(tuple(e.ids[:c]) for e, n in zip(encoded, prompt_lens) for c in set(cut_points(e, n)))
-    return [max((c for c in cut_points(e, n) if seen[tuple(e.ids[:c])] > 1), default=n)
+    seen = Counter(tuple(e.ids[:c]) for e, n in zip(encoded, prompt_lens) for c in set(cut_points(e, n)[:-1]))
+    return [max((c for c in cut_points(e, n)[:-1] if seen[tuple(e.ids[:c])] > 1), default=n)
             for e, n in zip(encoded, prompt_lens)]
 
 
-def tokens_run(encoded: Sequence[Encoded], cuts: Sequence[int]) -> int:
-    """Tokens that go through the body when each distinct prefix runs once: what scoring them costs."""
-    prefixes = {tuple(e.ids[:cut]) for e, cut in zip(encoded, cuts)}
-    return sum(len(p) for p in prefixes) + sum(len(e.ids) - cut for e, cut in zip(encoded, cuts))
-
-
-def worth_sharing(encoded: Sequence[Encoded], cuts: Sequence[int]) -> bool:
-    """Two passes cost an extra call; they pay where the chains share enough tokens between them."""
-    return tokens_run(encoded, cuts) <= 0.6 * sum(len(e.ids) for e in encoded)
+def cut_points(e: Encoded, prompt_len: int) -> list[int]:
+    """Prefix lengths at which a chain may meet another or a kept sequence: the prompt, after each scored
+    piece, and the whole chain last."""
+    return sorted({prompt_len, len(e.ids), *(p + 1 for p in e.positions[:-1] if p + 1 > prompt_len)})
 
 
 @torch.inference_mode()
-def hidden_shared(body, encoded: Sequence[Encoded], cuts: Sequence[int], pad: int) -> torch.Tensor:
-    """The body's last hidden states at every encoding's positions, in order (as `RewardModel.hidden_at`)."""
+def run_rests(body, bases: Sequence[Segment | None], rests: Sequence[list[int]], pad: int) -> list[Segment]:
+    """Each base (None: nothing) extended by its rest of tokens, in one forward: the bases' keys and values
+    left-padded to a common width, the rests right-padded after them."""
     dev = next(body.parameters()).device
-    keys: dict[tuple[int, ...], int] = {}
-    parent = [keys.setdefault(tuple(e.ids[:cut]), len(keys)) for e, cut in zip(encoded, cuts)]
-    prefixes = [list(p) for p in keys]
-    plen = torch.tensor([len(p) for p in prefixes], dtype=torch.long)
-    ids, mask, positions = left_padded(prefixes, pad)  # every prefix ends at the last column
-    width = ids.shape[1]
-    out = body(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=positions.to(dev), use_cache=True)
-    before = out.last_hidden_state
-    cache = out.past_key_values
-    rows = torch.tensor(parent, dtype=torch.long)
-    cache.batch_select_indices(rows.to(dev))
-    tails = [e.ids[cut:] for e, cut in zip(encoded, cuts)]
-    span = max(1, max(len(t) for t in tails))
-    tail_ids = torch.full((len(encoded), span), pad, dtype=torch.long)
-    tail_mask = torch.zeros((len(encoded), span), dtype=torch.long)
-    for r, t in enumerate(tails):
-        tail_ids[r, : len(t)] = torch.tensor(t, dtype=torch.long)
-        tail_mask[r, : len(t)] = 1
-    tail_pos = plen[rows][:, None] + torch.arange(span)[None]
-    after = body(input_ids=tail_ids.to(dev), attention_mask=torch.cat([mask[rows], tail_mask], 1).to(dev),
-                 position_ids=tail_pos.to(dev), past_key_values=cache, use_cache=True).last_hidden_state
-    picked = []
-    for r, (e, cut) in enumerate(zip(encoded, cuts)):
-        for p in e.positions:
-            picked.append(before[parent[r], width - cut + p] if p < cut else after[r, p - cut])
-    return torch.stack(picked)
+    lengths = [b.length if b is not None else 0 for b in bases]
+    width, span = max(lengths), max(len(r) for r in rests)
+    ids = torch.full((len(rests), span), pad, dtype=torch.long)
+    mask = torch.zeros((len(rests), width + span), dtype=torch.long)
+    for r, (n, rest) in enumerate(zip(lengths, rests)):
+        ids[r, : len(rest)] = torch.tensor(rest, dtype=torch.long)
+        mask[r, width - n : width + len(rest)] = 1
+    positions = torch.tensor(lengths)[:, None] + torch.arange(span)[None]
+    cache = DynamicCache(config=body.config)
+    if width:
+        for li in range(len(next(b for b in bases if b is not None).keys)):
+            first = next(b for b in bases if b is not None).keys[li]
+            k = first.new_zeros((len(rests), first.shape[0], width, first.shape[2]))
+            v = torch.zeros_like(k)
+            for r, b in enumerate(bases):
+                at = width - lengths[r]
+                for s in b.lineage() if b is not None else ():
+                    n = s.keys[li].shape[1]
+                    k[r, :, at : at + n], v[r, :, at : at + n] = s.keys[li], s.values[li]
+                    at += n
+            cache.update(k, v, li)
+    out = body(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=positions.to(dev),
+               past_key_values=cache, use_cache=True)
+    new = slice(width, None)
+    return [Segment(b, [layer.keys[r, :, new][:, : len(rest)].clone() for layer in out.past_key_values.layers],
+                    [layer.values[r, :, new][:, : len(rest)].clone() for layer in out.past_key_values.layers],
+                    out.last_hidden_state[r, : len(rest)].clone(), n + len(rest))
+            for r, (b, n, rest) in enumerate(zip(bases, lengths, rests))]
