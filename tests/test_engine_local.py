@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from transformers import LlamaForCausalLM
@@ -111,6 +113,40 @@ def test_seed_reproducible_and_different_seeds_differ(engine):
     c = engine.generate(PROMPTS, SamplingParams(n=4, temperature=1.0, top_p=0.9, max_tokens=20, seed=8))
     assert [[x.token_ids for x in cs] for cs in a] == [[x.token_ids for x in cs] for cs in b]
     assert _texts(a) != _texts(c)
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_a_prompts_samples_do_not_depend_on_its_batch_mates_or_on_chunking(model, tok, fast_path):
+    """In the server a batch holds other users' requests; in an eval, other questions. With a seed, a
+    prompt's samples are its own: the same alone, beside other prompts, and cut into chunks of any size,
+    and its first k of n samples are its samples at n = k."""
+    params = SamplingParams(n=4, temperature=1.0, top_p=0.95, max_tokens=24, seed=11, stop=("e",))
+    alone = LocalEngine(model, tok, fast_path=fast_path).generate([PROMPTS[1]], params)[0]
+    for max_batch in (64, 3, 1):
+        eng = LocalEngine(model, tok, max_batch=max_batch, fast_path=fast_path)
+        beside = eng.generate([PROMPTS[2], PROMPTS[0], PROMPTS[1], PROMPTS[3]], params)[2]
+        assert [c.token_ids for c in beside] == [c.token_ids for c in alone], max_batch
+    fewer = LocalEngine(model, tok, fast_path=fast_path).generate([PROMPTS[1]], replace(params, n=2))[0]
+    assert [c.token_ids for c in fewer] == [c.token_ids for c in alone[:2]]
+
+
+def test_a_prompt_sent_twice_in_a_call_draws_two_different_sets(engine):
+    params = SamplingParams(n=3, temperature=1.0, max_tokens=16, seed=4)
+    first, second = engine.generate([PROMPTS[0], PROMPTS[0]], params)
+    assert [c.token_ids for c in first] != [c.token_ids for c in second]
+    assert [c.token_ids for c in engine.generate([PROMPTS[0]], params)[0]] == [c.token_ids for c in first]
+
+
+def test_sampled_tokens_follow_the_temperature_scaled_distribution(model, tok):
+    eng = LocalEngine(model, tok)
+    prompt, temperature, n = PROMPTS[2], 0.7, 6000
+    draws = eng.generate([prompt], SamplingParams(n=n, temperature=temperature, max_tokens=1, seed=0))[0]
+    ids = tok(prompt, add_special_tokens=False, return_tensors="pt").input_ids
+    with torch.no_grad():
+        want = torch.softmax(model(input_ids=ids).logits[0, -1].float() / temperature, -1)
+    got = torch.bincount(torch.tensor([c.token_ids[0] for c in draws]), minlength=want.numel()).float() / n
+    # every token's frequency within 4.5 standard errors of its probability
+    assert bool(((got - want).abs() <= 4.5 * (want * (1 - want) / n).sqrt() + 1e-3).all())
 
 
 def test_temperature_zero_ignores_seed(engine):

@@ -15,7 +15,7 @@ import torch
 
 import fake_vllm
 from ponder import PonderError
-from ponder.engine.base import SamplingParams
+from ponder.engine.base import SamplingParams, sample_keys
 from ponder.engine.local import LocalEngine
 from ponder.model.loading import load_model, resolve
 
@@ -63,9 +63,9 @@ def test_completions_equal_the_local_engines(vllm, builtin, params, reason):
     local = LocalEngine(model, tok)
     if params.temperature == 0:
         want = local.generate(prompts, params)
-    else:  # vLLM seeds per request: prompt i with seed + i * n
-        want = [local.generate([p], replace(params, seed=params.seed + i * params.n))[0]
-                for i, p in enumerate(prompts)]
+    else:  # vLLM seeds per request: prompt i with the key of its first sample row
+        keys = sample_keys(params.seed, [tok(p, add_special_tokens=False)["input_ids"] for p in prompts], 1)
+        want = [local.generate([p], replace(params, seed=k[0] & (2**63 - 1)))[0] for p, k in zip(prompts, keys)]
     _same(got, want)
     if reason is not None:
         assert {c.finish_reason for cs in got for c in cs} == {reason}

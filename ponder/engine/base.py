@@ -7,8 +7,11 @@ degrade where something is missing.
 
 from __future__ import annotations
 
+import hashlib
+import secrets
+from array import array
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Literal, Protocol
+from typing import Callable, Iterable, Literal, Protocol, Sequence
 
 from ponder import PonderError
 
@@ -87,6 +90,31 @@ class EngineStats:
     prefilled_tokens: int = 0
     generated_tokens: int = 0
     per_call: list[int] = field(default_factory=list)
+
+
+def sample_keys(seed: int | None, prompts: Sequence[Sequence[int]], n: int) -> list[list[int]]:
+    """A 64-bit key per sample row (prompt, then sample), from the seed, the prompt's tokens, how many times
+    the same prompt came earlier in the call, and the sample's index. What a row draws then depends on
+    nothing else in the batch, and a prompt's first k of n samples are its samples at n = k."""
+    base = secrets.randbits(64) if seed is None else int(seed) % 2**64
+    seen: dict[tuple[int, ...], int] = {}
+    keys = []
+    for ids in prompts:
+        earlier = seen.get(tuple(ids), 0)
+        seen[tuple(ids)] = earlier + 1
+        h = hashlib.blake2b(array("q", ids).tobytes(), digest_size=8,
+                            key=base.to_bytes(8, "little") + earlier.to_bytes(8, "little"))
+        root = int.from_bytes(h.digest(), "little")
+        keys.append([_mix64(root + (j + 1) * 0x9E3779B97F4A7C15) for j in range(n)])
+    return keys
+
+
+def _mix64(z: int) -> int:
+    """A 64-bit finalizer: nearby inputs give unrelated outputs."""
+    z &= 2**64 - 1
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & (2**64 - 1)
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & (2**64 - 1)
+    return z ^ (z >> 31)
 
 
 def cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, str | None]:

@@ -1,5 +1,8 @@
 """The decode loop: sample, feed one token per live row, repeat, until every row ends.
 
+Each sampled row draws from its own random stream, keyed by `sample_keys` (engine/base.py), so its tokens
+do not depend on the rows beside it: not on the other prompts of the call, nor on how rows are chunked.
+
 Rows that end (eos, a stop string, an abort from a streaming listener) are dropped from the batch, cache
 and all, every few steps, so compute goes to live rows. Stop strings are checked only for rows whose new
 token could complete one (`VocabText.stop_table`), by decoding a short tail of that row's tokens.
@@ -13,7 +16,7 @@ from ponder.engine.base import Completion, SamplingParams, cut_at_stop
 from ponder.engine.vocab_text import VocabText
 
 def decode_loop(cache, logits, rows, step_fn, Lp: int, lengths: list[int], params: SamplingParams,
-                stops: tuple[str, ...], generator, vocab: VocabText, eos_list: list[int], compact_every: int,
+                stops: tuple[str, ...], row_keys: list[int] | None, vocab: VocabText, eos_list: list[int], compact_every: int,
                 emit=None) -> list[Completion]:
     """Sample, feed, repeat. `rows` holds per-row tensors that are compacted with the cache;
     `step_fn(tok, rows, cur)` returns the next logits, `cur` being the cache length before the token.
@@ -32,9 +35,11 @@ def decode_loop(cache, logits, rows, step_fn, Lp: int, lengths: list[int], param
     eos = torch.tensor(eos_list, dtype=torch.long, device=dev)
     cand_table = vocab.stop_table(stops, logits.shape[-1], dev) if stops else None
     window = max((len(s) for s in stops), default=0) + 4
+    noise = RowNoise(row_keys, logits.shape[-1], dev) if row_keys is not None and params.temperature > 0 else None
 
     for step in range(T):
-        tok, lp = sample(logits, params.temperature, params.top_p, generator, params.logprobs)
+        u = noise.draw(step) if noise is not None else None
+        tok, lp = sample(logits, params.temperature, params.top_p, u, params.logprobs)
         tokens[alive, step] = tok
         if lps is not None:
             lps[alive, step] = lp
@@ -80,6 +85,8 @@ def decode_loop(cache, logits, rows, step_fn, Lp: int, lengths: list[int], param
             keep_t = torch.tensor(keep, dtype=torch.long, device=dev)
             cache.batch_select_indices(keep_t)
             alive, tok = alive[keep_t], tok[keep_t]
+            if noise is not None:
+                noise.keep(keep, keep_t)
             rows = {k: v[keep_t] for k, v in rows.items()}
             alive_cpu = [alive_cpu[b] for b in keep]
             dead = [False] * len(keep)
@@ -104,8 +111,30 @@ def decode_loop(cache, logits, rows, step_fn, Lp: int, lengths: list[int], param
     return out
 
 
-def sample(logits: torch.Tensor, temperature: float, top_p: float, generator, want_logprobs: bool):
+class RowNoise:
+    """Uniform draws for sampling, one seeded generator per row. A generator fills `block` steps of its row
+    at a time (one call per row every `block` steps, not every step); the block depends on the vocabulary
+    size alone, so a row draws the same numbers in any batch."""
+
+    def __init__(self, keys: list[int], vocab_size: int, device: torch.device) -> None:
+        self.gens = [torch.Generator(device=device).manual_seed(k) for k in keys]
+        self.block = max(1, min(64, 2**16 // vocab_size))
+        self.buf = torch.empty((len(keys), self.block, vocab_size), device=device)
+
+    def draw(self, step: int) -> torch.Tensor:
+        if step % self.block == 0:
+            for row, g in zip(self.buf, self.gens):
+                row.uniform_(generator=g)
+        return self.buf[:, step % self.block]
+
+    def keep(self, rows: list[int], rows_t: torch.Tensor) -> None:
+        self.gens = [self.gens[b] for b in rows]
+        self.buf = self.buf[rows_t]
+
+
+def sample(logits: torch.Tensor, temperature: float, top_p: float, u: torch.Tensor | None, want_logprobs: bool):
     """Next tokens [B] and, if asked, their log-probabilities under the temperature-scaled distribution.
+    `u`: a uniform draw per row and token (sampling only).
 
     Greedy (temperature 0) reports log-probabilities under the unscaled distribution.
     """
@@ -117,8 +146,7 @@ def sample(logits: torch.Tensor, temperature: float, top_p: float, generator, wa
         return tok, lp
     logp = torch.log_softmax(logits / temperature, -1)
     # Gumbel-max: argmax(logp - log E), E = -log U ~ Exp(1), is a draw from softmax(logp)
-    u = torch.rand(logp.shape, generator=generator, device=logp.device, dtype=logp.dtype)
-    noise = u.log_().neg_().log_()
+    noise = u.log().neg_().log_()
     if top_p < 1.0:
         sorted_lp, order = logp.sort(-1, descending=True)
         probs = sorted_lp.exp()

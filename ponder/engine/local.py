@@ -10,7 +10,8 @@ How a `generate(prompts, params)` call runs:
    of the last position only. A prompt whose samples span several chunks keeps
    its prefill until the last of them.
 3. Decoding is a hand-written loop (`decode.py`): sample (temperature, nucleus, Gumbel-max
-   draws from a seeded `torch.Generator`), feed one token per live row, repeat.
+   draws from a seeded generator per row, so a row's tokens do not depend on its batch-mates),
+   feed one token per live row, repeat.
    Rows that end (eos, a stop string) are dropped from the batch, cache and
    all, every few steps, so compute goes to live rows; max_tokens ends the rest.
 4. The KV cache never reallocates per step. Keys/values live in contiguous
@@ -53,7 +54,7 @@ from transformers.cache_utils import Cache, DynamicLayer
 
 from ponder import PonderError
 from ponder.engine.base import (Capabilities, Completion, EngineStats, SamplingParams, StepListener,
-                                check_prompt_length, empty_completions)
+                                check_prompt_length, empty_completions, sample_keys)
 from ponder.engine.decode import decode_loop
 from ponder.engine.fused import LlamaDecoder, Prefix, PrefixState
 from ponder.engine.kvcache import Pool, SlabLayer, grow, left_padded
@@ -164,7 +165,7 @@ class LocalEngine:
         results: list[list[Completion | None]] = [[None] * params.n for _ in prompts]
         rows = [(i, j) for i in range(len(prompts)) for j in range(params.n)]
         chunks = [rows[k : k + self.max_batch] for k in range(0, len(rows), self.max_batch)]
-        generator = self._generator(params)
+        keys = sample_keys(params.seed, [ids[p] for p in prompts], params.n) if params.temperature > 0 else None
         model = self.model
         was_training = model.training
         model.eval()
@@ -174,9 +175,10 @@ class LocalEngine:
                 store: dict[str, Prefix] = {}
                 last_use = {prompts[i]: c for c, chunk in enumerate(chunks) for i, _ in chunk}
                 for c, chunk in enumerate(chunks):
-                    keys = list(dict.fromkeys(prompts[i] for i, _ in chunk))
+                    distinct = list(dict.fromkeys(prompts[i] for i, _ in chunk))
                     emit = self._text.listener(chunk, on_step) if on_step is not None else None
-                    out = self._run_chunk(chunk, prompts, ids, keys, store, params, stops, generator, emit)
+                    row_keys = [keys[i][j] for i, j in chunk] if keys is not None else None
+                    out = self._run_chunk(chunk, prompts, ids, distinct, store, params, stops, row_keys, emit)
                     for (i, j), comp in zip(chunk, out):
                         results[i][j] = comp
                         generated += comp.num_tokens
@@ -198,16 +200,6 @@ class LocalEngine:
         check_prompt_length(n_prompt, max_tokens, self.max_positions,
                             f"the model's context of {self.max_positions} positions")
 
-    def _generator(self, params: SamplingParams) -> torch.Generator | None:
-        if params.temperature == 0:
-            return None
-        g = torch.Generator(device=self.device)
-        if params.seed is None:
-            g.seed()
-        else:
-            g.manual_seed(int(params.seed))
-        return g
-
     def _forward(self, input_ids, attention_mask, position_ids, cache):
         kw = {self._keep_kw: 1} if self._keep_kw else {}
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
@@ -222,7 +214,7 @@ class LocalEngine:
         logits = self._forward(input_ids.to(dev), mask.to(dev), position_ids.to(dev), cache)
         return cache, logits, input_ids.shape[1]
 
-    def _run_chunk(self, chunk, prompts, ids, keys, store, params, stops, generator, emit) -> list[Completion]:
+    def _run_chunk(self, chunk, prompts, ids, keys, store, params, stops, row_keys, emit) -> list[Completion]:
         dev = self.device
         rows_prompt = [prompts[i] for i, _ in chunk]
         lengths = [len(ids[p]) for p in rows_prompt]
@@ -274,7 +266,7 @@ class LocalEngine:
             def step(tok, rows, cur):
                 return fast.step(tok, rows["pos"], state)
 
-            return decode_loop(state, logits, rows, step, Lp, lengths, params, stops, generator, self._text,
+            return decode_loop(state, logits, rows, step, Lp, lengths, params, stops, row_keys, self._text,
                                self.eos_token_ids, self.compact_every, emit)
         if cache is None:
             cache, logits = self._assemble(rows_prompt, lengths, store, Lp, limit, T)
@@ -282,7 +274,7 @@ class LocalEngine:
         def step(tok, rows, cur):
             return self._forward(tok[:, None], rows["mask"][:, : cur + 1], rows["pos"][:, None], cache)
 
-        return decode_loop(cache, logits, rows, step, Lp, lengths, params, stops, generator, self._text,
+        return decode_loop(cache, logits, rows, step, Lp, lengths, params, stops, row_keys, self._text,
                            self.eos_token_ids, self.compact_every, emit)
 
     def _assemble(self, rows_prompt, lengths, store, Lp, limit, max_tokens):

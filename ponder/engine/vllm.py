@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ponder import PonderError
-from ponder.engine.base import (Capabilities, Completion, EngineStats, SamplingParams, StepListener,
+from ponder.engine.base import (Capabilities, Completion, EngineStats, SamplingParams, StepListener, sample_keys,
                                 check_prompt_length, cut_at_stop, empty_completions, weights_version)
 
 __all__ = ["VLLMEngine", "import_vllm"]
@@ -113,10 +113,10 @@ class VLLMEngine:
                 stop=list(stops) or None, seed=seed, logprobs=0 if params.logprobs else None,
                 include_stop_str_in_output=True, skip_special_tokens=False, spaces_between_special_tokens=False)
 
-        # A seed is per request in vLLM: each prompt gets its own (seed + i * n), so that prompts of one
-        # call do not share a random stream (the local engine draws them all from one).
-        sps = sampling(None) if params.seed is None or greedy else [sampling(params.seed + i * n)
-                                                                     for i in range(len(ids))]
+        # A seed is per request in vLLM: each prompt gets the key of its first sample row (`sample_keys`),
+        # from the seed and the prompt itself, so that its samples do not depend on its batch-mates.
+        sps = sampling(None) if params.seed is None or greedy else [
+            sampling(k[0] & (2**63 - 1)) for k in sample_keys(params.seed, ids, 1)]
         outputs = self.llm.generate([{"prompt_token_ids": p} for p in ids], sampling_params=sps, use_tqdm=False)
         results, generated = [], 0
         for p, out in zip(ids, outputs):
