@@ -48,19 +48,43 @@ def params_of(model) -> int:
 
 def run(strategy, engine, verifier, task, problems, budget) -> dict:
     """Accuracy and FLOPs inputs of one strategy on `problems`: (correct, prompt, generated, scored) sums."""
-    if getattr(engine, "prefixes", None) is not None:
-        engine.prefixes.clear()  # each cell pays its own prefills, not ones an earlier cell left behind
+    # each cell pays for its own prefills and verifier passes, not for ones an earlier cell left behind
+    for kept in (getattr(engine, "prefixes", None), getattr(verifier, "kept", None)):
+        if kept is not None:
+            kept.clear()
     e0 = (engine.stats.prefilled_tokens, engine.stats.generated_tokens, engine.stats.prompt_tokens)
     v0 = verifier.stats.tokens if verifier is not None else 0
-    correct = 0
+    correct, each = 0, []
     for i in range(0, len(problems), 64):
         part = problems[i: i + 64]
         for p, th in zip(part, strategy.solve_batch([p.question for p in part], budget)):
             correct += bool(task.check(p, th.answer))
-    return {"correct": correct, "prompt_tokens": engine.stats.prefilled_tokens - e0[0],
+            each.append([p.question, bool(task.check(p, th.answer)), th.usage.prompt_tokens,
+                         th.usage.completion_tokens])
+    return {"correct": correct, "each": each, "prompt_tokens": engine.stats.prefilled_tokens - e0[0],
             "sent_tokens": engine.stats.prompt_tokens - e0[2],
             "generated_tokens": engine.stats.generated_tokens - e0[1],
             "scored_tokens": (verifier.stats.tokens - v0) if verifier is not None else 0}
+
+
+def large_rows(earlier: dict, args, problems: list, base: int, bins: list, by_bin: list) -> list[dict]:
+    """The large model's greedy results per bin from an earlier run: rebinned from its per-question results
+    where it kept them, else its own bins, which must then be these."""
+    got = {"task": args.task, "level": args.level, "n": len(problems), "seed": args.seed, "base_tokens": base}
+    if {k: earlier[k] for k in got} != got:
+        raise SystemExit(f"--large-from {args.large_from} ran other questions: {[earlier[k] for k in got]}")
+    old = [r for r in earlier["rows"] if r["cell"] == "large greedy"]
+    if all("each" in r for r in old):
+        each = {q: (c, pt, ct) for r in old for q, c, pt, ct in r["each"]}
+        return [{"correct": sum(each[p.question][0] for p in qs), "prompt_tokens": sum(each[p.question][1] for p in qs),
+                 "sent_tokens": sum(each[p.question][1] for p in qs),
+                 "generated_tokens": sum(each[p.question][2] for p in qs), "scored_tokens": 0,
+                 "each": [[p.question, *each[p.question]] for p in qs]} for qs in by_bin]
+    if earlier["bins"] != bins:
+        raise SystemExit(f"--large-from {args.large_from} binned the questions otherwise and kept no per-question "
+                         "results to rebin them")
+    return [{k: v for k, v in r.items() if k not in ("cell", "bin", "questions", "accuracy", "flops_per_question")}
+            for r in old]
 
 
 def main() -> None:
@@ -111,17 +135,14 @@ def main() -> None:
     binned = difficulty_bins(rates, 5)
     bins = [{"bin": k + 1, "pass_rate_min": min(r for r, b in zip(rates, binned) if b == k),
              "pass_rate_max": max(r for r, b in zip(rates, binned) if b == k)} for k in range(max(binned) + 1)]
-    if earlier is not None:
-        same = {k: earlier[k] for k in ("task", "level", "n", "seed", "base_tokens", "bins")}
-        if same != {"task": args.task, "level": args.level, "n": len(problems), "seed": args.seed,
-                    "base_tokens": base, "bins": bins}:
-            raise SystemExit(f"--large-from {args.large_from} binned other questions: {same}")
     by_bin = [[p for p, b in zip(problems, binned) if b == k] for k in range(max(binned) + 1)]
 
     def flops(r: dict, n_params: int, scored_params: int = 0) -> float:
         return 2 * n_params * (r["prompt_tokens"] + r["generated_tokens"]) + 2 * scored_params * r["scored_tokens"]
 
     def row(cell: str, k: int, qs: list, r: dict, f: float) -> dict:
+        if cell != "large greedy":
+            r = {k: v for k, v in r.items() if k != "each"}  # per question only where a later run may rebin
         return {"cell": cell, "bin": k + 1, "questions": len(qs), "accuracy": round(r["correct"] / len(qs), 4),
                 "flops_per_question": f / len(qs), **r}
 
@@ -133,7 +154,8 @@ def main() -> None:
              "generated_tokens": sum(th.usage.completion_tokens for th in ths), "scored_tokens": 0}
         rows.append(row("small greedy", k, qs, r, flops(r, sizes["small"])))
     if earlier is not None:
-        rows += [r for r in earlier["rows"] if r["cell"] == "large greedy"]
+        rows += [row("large greedy", k, qs, r, flops(r, sizes["large"]))
+                 for k, (qs, r) in enumerate(zip(by_bin, large_rows(earlier, args, problems, base, bins, by_bin)))]
     cells = [("large greedy", None, None)] * (earlier is None) + [(s, s, int(m)) for s in args.strategies.split(",")
                                              for m in args.budgets.split(",")]
     for label, name, m in tqdm(cells, desc="cells"):
