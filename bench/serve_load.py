@@ -1,13 +1,13 @@
 """Benchmark: `ponder serve` under load, sequential against concurrent, same request mix.
 
     .venv/bin/python bench/serve_load.py [--requests 500] [--concurrency 32] [--sequential 60]
-                                         [--threads N] [--out bench/results/serve_load.json]
+                                         [--threads N] [--seed S] [--out bench/results/serve_load.json]
 
 Starts `ponder serve` (built-in model) in a subprocess on a free loopback port
 and drives it with the official async openai client. The request mix is fixed
 by a seed: held-out questions from add, mul, s5 and modadd at low levels;
 every 4th request streams (with usage), every 5th asks for n=2, every 6th uses
-reasoning_effort=medium, the rest low. The first `--sequential` requests of
+reasoning_effort=medium, the rest low; `--seed` sends that seed with every request. The first `--sequential` requests of
 the mix run one at a time; then all `--requests` run with `--concurrency`
 in flight. Reported: errors, requests/s, p50/p99 latency (to the last byte),
 completion tokens/s, and the concurrent/sequential throughput ratio.
@@ -36,13 +36,15 @@ from ponder.evaluate import heldout_problems
 FAMILIES = [("add", 3), ("mul", 2), ("s5", 2), ("modadd", 2)]
 
 
-def request_mix(count: int) -> list[dict]:
+def request_mix(count: int, seed: int | None = None) -> list[dict]:
     per = count // len(FAMILIES) + 1
     pools = [heldout_problems(name, level, per, seed=7) for name, level in FAMILIES]
     mix = []
     for k in range(count):
         p = pools[k % len(pools)][k // len(pools)]
         req = {"messages": [{"role": "user", "content": p.question}], "reasoning_effort": "low"}
+        if seed is not None:
+            req["seed"] = seed
         if k % 6 == 5:
             req["reasoning_effort"] = "medium"
         if k % 5 == 4:
@@ -97,6 +99,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--sequential", type=int, default=60)
     ap.add_argument("--threads", type=int, default=None, help="torch threads of the server")
+    ap.add_argument("--seed", type=int, help="a seed in every request")
     ap.add_argument("--out", default="bench/results/serve_load.json")
     args = ap.parse_args()
 
@@ -117,7 +120,7 @@ def main() -> None:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
-        mix = request_mix(args.requests)
+        mix = request_mix(args.requests, args.seed)
         asyncio.run(run(url, mix[:8], 1))  # warm-up
         sequential = asyncio.run(run(url, mix[: args.sequential], 1))
         print("sequential:", json.dumps(sequential))

@@ -17,6 +17,7 @@ from ponder import PonderError
 from ponder.engine.base import SamplingParams
 from ponder.engine.local import LocalEngine
 from ponder.engine.remote import RemoteEngine
+from ponder.evaluate import heldout_problems
 from ponder.model.chat import ChatFormat
 from ponder.model.loading import load_model
 from ponder.serve import ServeConfig, build_app, create_app
@@ -168,6 +169,31 @@ def test_async_clients_are_batched_together(hidden):
     rs = asyncio.run(main())
     assert [r.choices[0].message.content for r in rs] == [str(sum(t) % 7) for t in terms]
     assert _engine_batches(url) - batches < len(questions)  # some requests shared an engine call
+
+
+def test_seeded_requests_share_batches_and_answer_as_they_would_alone(hidden):
+    """An eval harness sends a seed with every request; batching them must not change what the seed fixes."""
+    url, _, _ = hidden
+    questions = [p.question for p in heldout_problems("cvp", 2, 4, 0)]  # sampled chains disagree here
+    kw = dict(model="ponder-tiny", reasoning_effort="medium", seed=3)
+
+    def seen(r):
+        return r.choices[0].message.content, r.usage.completion_tokens_details.reasoning_tokens
+
+    client = _client(url)
+    alone = [seen(client.chat.completions.create(messages=[{"role": "user", "content": q}], **kw)) for q in questions]
+
+    async def main():
+        aclient = openai.AsyncOpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0)
+        rs = await asyncio.gather(*[aclient.chat.completions.create(messages=[{"role": "user", "content": q}], **kw)
+                                    for q in questions + questions[:1]])
+        await aclient.close()
+        return rs
+
+    batches = _engine_batches(url)
+    together = [seen(r) for r in asyncio.run(main())]
+    assert together == alone + alone[:1]
+    assert _engine_batches(url) - batches < len(questions)  # they shared engine calls
 
 
 def _engine_batches(url: str) -> float:

@@ -154,7 +154,7 @@ def create_app(strategy_for: Callable[[StrategyKey], Strategy], chat: ChatFormat
         loop = asyncio.get_running_loop()
         key = StrategyKey(req.reasoning_effort, req.temperature, req.top_p, req.seed)
         job = Job(conversation, req.n, key, req.budget, loop, asyncio.Queue(),
-                  deadline=started + cfg.request_timeout, alone=req.seed is not None)
+                  deadline=started + cfg.request_timeout, seeded=req.seed is not None)
         submit(job)
         rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         show = cfg.expose_reasoning and req.include_reasoning
@@ -190,7 +190,7 @@ def create_app(strategy_for: Callable[[StrategyKey], Strategy], chat: ChatFormat
         params = SamplingParams(n=1, temperature=req.temperature, top_p=req.top_p, max_tokens=req.max_tokens,
                                 stop=tuple(req.stop or ()), seed=req.seed, logprobs=bool(req.logprobs))
         job = Job(req.prompt, req.n, RawKey(params), None, asyncio.get_running_loop(), asyncio.Queue(),
-                  deadline=started + cfg.request_timeout, alone=req.seed is not None)
+                  deadline=started + cfg.request_timeout, seeded=req.seed is not None)
         submit(job)
         try:
             results = await _wait(job, request)

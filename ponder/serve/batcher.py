@@ -2,8 +2,11 @@
 
 Requests wait in a bounded queue. One worker thread owns the engine (engines
 are not thread-safe): it takes the oldest request, gathers the waiting ones
-that can share its engine call (same strategy settings and budget; seeded
-requests run alone so their seed means something), and solves them together.
+that can share its engine call (same strategy settings and budget), and solves
+them together. A seeded request thinks the same in any batch (each sample draws
+from a stream keyed by the seed and its own prompt), so it shares a batch too,
+only not with another request for the same question: that one's samples would
+be keyed as the second occurrence of the prompt, not the first.
 Progress and results go back to each request's asyncio loop.
 """
 
@@ -38,7 +41,7 @@ class Job:
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue
     deadline: float | None = None
-    alone: bool = False  # run in a batch of its own (a seeded request: the seed fixes its draws)
+    seeded: bool = False  # the seed fixes its draws: no other job for the same question in its batch
     cancelled: bool = False
     enqueued: float = field(default_factory=time.monotonic)
 
@@ -118,10 +121,12 @@ class Batcher:
             first = self._queue[0]
             batch, rows = [], 0
             for job in list(self._queue):
-                if batch and (first.alone or rows >= self.max_batch):
+                if batch and rows >= self.max_batch:
                     break
-                if batch and (job.key != first.key or job.budget != first.budget or job.alone
+                if batch and (job.key != first.key or job.budget != first.budget
                               or rows + job.n > self.max_batch or job.expired()):
+                    continue
+                if job.seeded and any(job.question == other.question for other in batch):
                     continue
                 batch.append(job)
                 rows += job.n
