@@ -15,9 +15,10 @@ import torch
 from ponder.engine.base import Completion, SamplingParams, cut_at_stop
 from ponder.engine.vocab_text import VocabText
 
+
 def decode_loop(cache, logits, rows, step_fn, Lp: int, lengths: list[int], params: SamplingParams,
-                stops: tuple[str, ...], row_keys: list[int] | None, vocab: VocabText, eos_list: list[int], compact_every: int,
-                emit=None) -> list[Completion]:
+                stops: tuple[str, ...], row_keys: list[int] | None, vocab: VocabText, eos_list: list[int],
+                compact_every: int, emit=None) -> list[Completion]:
     """Sample, feed, repeat. `rows` holds per-row tensors that are compacted with the cache;
     `step_fn(tok, rows, cur)` returns the next logits, `cur` being the cache length before the token.
     `emit(chunk_rows, tokens)` (streaming) returns the chunk rows to end now."""
