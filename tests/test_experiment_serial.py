@@ -211,7 +211,7 @@ def test_a_rerun_skips_finished_cells_and_redoes_changed_ones(quick, tmp_path, m
     assert len(ran) == 6  # a changed budget makes a finished cell stale
     kept = json.loads((out / "results.json").read_text())["cells"]
     assert len(kept) == 24  # other cells are kept, each key once
-    assert not list(out.glob(".*.tmp"))
+    assert not list(out.glob(".tmp-*"))  # no half-written file left behind
 
 
 def test_two_workers_train_cells_in_parallel_processes(tmp_path):

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import random
 import tempfile
 import time
@@ -63,6 +62,7 @@ from ponder.model.configs import sized_name
 from ponder.tasks import Problem
 from ponder.tasks.cvp import CVP, wire_names
 from ponder.tasks.serial import TRACES
+from ponder.train.checkpoint import write_text_atomic
 from ponder.train.data import draw_problem, parse_mixture
 from ponder.train.metrics import progress, read_metrics
 
@@ -323,9 +323,7 @@ def load_results(path: Path) -> dict[str, dict]:
 
 
 def write_json_atomic(path: Path, data: object) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=1) + "\n")
 
 
 def run_sweep(spec: SweepSpec, out: Path, workers: int = 1, command: str = "") -> dict[str, dict]:

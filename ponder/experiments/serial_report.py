@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 from ponder.experiments.serial import SETTINGS, TASKS
+from ponder.train.checkpoint import write_text_atomic
 
 DESCRIBE = {"s5": "composing permutations of 5, left to right", "modadd": "a sum of terms mod 7",
             "isq": "squaring n times mod a prime (23-89)", "cvp": "a chain of and/or/xor/not gates"}
@@ -80,9 +81,7 @@ def markdown(records: list[dict], command: str = "") -> str:
 
 
 def write_markdown(path: Path, records: list[dict], command: str = "") -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(markdown(records, command))
-    tmp.replace(path)
+    write_text_atomic(path, markdown(records, command))
 
 
 def write_heatmaps(path: Path, records: list[dict]) -> Path | None:

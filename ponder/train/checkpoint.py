@@ -59,6 +59,18 @@ def save_checkpoint(out_dir: Path, step: int, model, tokenizer, optimizer, state
     return final
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` in one rename: a reader, or a run resumed after a crash, sees the old file or
+    the new one, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def _fsync_dir(path: Path) -> None:
     for f in path.iterdir() if path.is_dir() else []:
         if f.is_file():

@@ -26,11 +26,7 @@ from ponder import PonderError
 from ponder.reward.base import aggregate
 from ponder.reward.prm import RewardModel
 from ponder.tasks import get_task
-from ponder.train.checkpoint import (
-    latest_checkpoint,
-    load_trainer_state,
-    save_checkpoint,
-)
+from ponder.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, write_text_atomic
 from ponder.train.metrics import MetricsLog, progress
 from ponder.train.prm_data import (
     LabelledChain,
@@ -151,7 +147,7 @@ def ensure_labels(cfg: PRMConfig, out: Path) -> Path:
             fh.write("".join(json.dumps({**c.to_dict(), "round": r}) + "\n" for c in chains))
             fh.flush()
             os.fsync(fh.fileno())
-        _write_atomic(progress_path, json.dumps({"rounds": r + 1}))
+        write_text_atomic(progress_path, json.dumps({"rounds": r + 1}))
         bar.update(1)
         bar.set_postfix(chains=len(chains), correct=f"{sum(c.correct for c in chains) / max(1, len(chains)):.2f}")
     bar.close()
@@ -169,12 +165,6 @@ def _truncate_to_rounds(path: Path, rounds: int) -> None:
         except (ValueError, KeyError):
             continue
     path.write_text("".join(kept))
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _warn_if_little_to_choose(summary: dict[str, int]) -> None:
@@ -299,7 +289,7 @@ class BestModel:
         if self.keep_model:
             rm.save(self.out / "best")
         self.step, self.value = step, value
-        _write_atomic(self.out / "best.json", json.dumps({"metric": self.metric, "step": step, "value": value}))
+        write_text_atomic(self.out / "best.json", json.dumps({"metric": self.metric, "step": step, "value": value}))
         return True
 
     def patience_spent(self, step: int) -> bool:

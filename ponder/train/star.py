@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
 from collections import Counter
@@ -39,7 +38,7 @@ from ponder.model.chat import ChatFormat
 from ponder.model.loading import load_model
 from ponder.model.tokenizer import text_checker
 from ponder.tasks import Problem, Task
-from ponder.train.checkpoint import load_trainer_state, save_checkpoint, save_model_atomic
+from ponder.train.checkpoint import load_trainer_state, save_checkpoint, save_model_atomic, write_text_atomic
 from ponder.train.data import Example, MixtureItem, collate, draw_from_mixture, parse_mixture
 from ponder.train.distributed import Dist, main_bar, wrap
 from ponder.train.metrics import fit_to_time_budget, read_metrics
@@ -226,15 +225,7 @@ def round_stats(s: Counter) -> dict[str, float]:
 
 def save_round(path: Path, kept: list[Kept], stats: Counter) -> None:
     """One JSONL file per round: its counts, then its kept chains; written in one rename."""
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(tmp, "w") as f:
-        f.write(json.dumps({"stats": dict(stats)}) + "\n")
-        for k in kept:
-            f.write(json.dumps(asdict(k)) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(json.dumps(x) + "\n" for x in [{"stats": dict(stats)}, *map(asdict, kept)]))
 
 
 def load_round(path: Path) -> tuple[list[Kept], Counter]:
