@@ -58,9 +58,9 @@ def run(strategy, engine, verifier, task, problems, budget) -> dict:
     for i in range(0, len(problems), 64):
         part = problems[i: i + 64]
         for p, th in zip(part, strategy.solve_batch([p.question for p in part], budget)):
-            correct += bool(task.check(p, th.answer))
-            each.append([p.question, bool(task.check(p, th.answer)), th.usage.prompt_tokens,
-                         th.usage.completion_tokens])
+            right = bool(task.check(p, th.answer))
+            correct += right
+            each.append([p.question, right, th.usage.prompt_tokens, th.usage.completion_tokens])
     return {"correct": correct, "each": each, "prompt_tokens": engine.stats.prefilled_tokens - e0[0],
             "sent_tokens": engine.stats.prompt_tokens - e0[2],
             "generated_tokens": engine.stats.generated_tokens - e0[1],

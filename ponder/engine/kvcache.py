@@ -8,7 +8,10 @@ it runs out or rows are dropped.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
+from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 
@@ -46,6 +49,30 @@ def left_padded(token_lists: list[list[int]], pad: int) -> tuple[torch.Tensor, t
         ids[r, width - len(t):] = torch.tensor(t, dtype=torch.long)
         mask[r, width - len(t):] = 1
     return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def left_padded_cache(config, rows: Sequence[Sequence[tuple[list[torch.Tensor], list[torch.Tensor]]]]
+                      ) -> tuple[DynamicCache, int]:
+    """A cache of kept keys and values, each row left-padded to the longest (its width, returned), so that
+    new tokens run after all of them. A row is its pieces in order, each (keys, values) per layer as
+    [heads, tokens, head dim]; a row without pieces is all padding."""
+    lengths = [sum(keys[0].shape[1] for keys, _ in pieces) for pieces in rows]
+    width = max(lengths, default=0)
+    cache = DynamicCache(config=config)
+    if not width:
+        return cache, 0
+    first = next(keys for pieces in rows for keys, _ in pieces)
+    for li, template in enumerate(first):
+        k = template.new_zeros((len(rows), template.shape[0], width, template.shape[2]))
+        v = torch.zeros_like(k)
+        for r, pieces in enumerate(rows):
+            at = width - lengths[r]
+            for keys, values in pieces:
+                n = keys[li].shape[1]
+                k[r, :, at : at + n], v[r, :, at : at + n] = keys[li], values[li]
+                at += n
+        cache.update(k, v, li)
+    return cache, width
 
 
 def grow(capacity: int, needed: int, limit: int) -> int:

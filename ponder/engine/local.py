@@ -214,14 +214,14 @@ class LocalEngine:
         logits = self._forward(input_ids.to(dev), mask.to(dev), position_ids.to(dev), cache)
         return cache, logits, input_ids.shape[1]
 
-    def _run_chunk(self, chunk, prompts, ids, keys, store, params, stops, row_keys, emit) -> list[Completion]:
+    def _run_chunk(self, chunk, prompts, ids, distinct, store, params, stops, row_keys, emit) -> list[Completion]:
         dev = self.device
         rows_prompt = [prompts[i] for i, _ in chunk]
         lengths = [len(ids[p]) for p in rows_prompt]
         B, Lp = len(chunk), max(lengths)
         limit = Lp + params.max_tokens
 
-        missing = [k for k in keys if k not in store]
+        missing = [k for k in distinct if k not in store]
         self.stats.prefilled_tokens += sum(len(ids[k]) for k in missing)
         if missing and self.prefixes is not None:
             saved = self.prefixes.tokens_saved
@@ -241,8 +241,8 @@ class LocalEngine:
                         self.prefixes.put(ids[k], store[k])
             else:
                 # Not plain full attention (sliding windows, linear attention): decode with the
-                # model's own cache, expanded per row. Nothing is stored, so missing == keys.
-                pos_of = {k: r for r, k in enumerate(keys)}
+                # model's own cache, expanded per row. Nothing is stored, so missing == distinct.
+                pos_of = {k: r for r, k in enumerate(distinct)}
                 sel = torch.tensor([pos_of[p] for p in rows_prompt], device=dev)
                 pcache.batch_select_indices(sel)
                 cache, logits, Lp = pcache, plogits.index_select(0, sel), width

@@ -24,7 +24,7 @@ from transformers import DynamicCache
 
 from ponder.engine.base import weights_version
 from ponder.engine.fused import Prefix
-from ponder.engine.kvcache import left_padded
+from ponder.engine.kvcache import left_padded, left_padded_cache
 
 
 class PrefixLRU:
@@ -138,20 +138,11 @@ def extend(forward: Forward, config, kept: list[Prefix], rests: list[list[int]],
            device: torch.device) -> list[Prefix]:
     """Each kept prompt continued by its rest of tokens, in one forward: the prefixes' keys and values
     left-padded to a common length, the rests left-padded after them, so every row ends at the last column."""
-    width = max(p.length for p in kept)
+    cache, width = left_padded_cache(config, [[(p.keys, p.values)] for p in kept])
     ids, rest_mask, rest_positions = left_padded(rests, pad)
     span = ids.shape[1]
     mask = torch.cat([_left_mask([p.length for p in kept], width), rest_mask], 1)
     positions = torch.tensor([p.length for p in kept])[:, None] + rest_positions
-    cache = DynamicCache(config=config)
-    for li in range(len(kept[0].keys)):
-        h, _, d = kept[0].keys[li].shape
-        k = kept[0].keys[li].new_zeros((len(kept), h, width, d))
-        v = torch.zeros_like(k)
-        for r, p in enumerate(kept):
-            k[r, :, width - p.length :] = p.keys[li]
-            v[r, :, width - p.length :] = p.values[li]
-        cache.update(k, v, li)
     logits = forward(ids.to(device), mask.to(device), positions.to(device), cache)
     out = []
     for r, (p, rest) in enumerate(zip(kept, rests)):

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 import torch
-from transformers import DynamicCache
-
+from ponder.engine.kvcache import left_padded_cache
 from ponder.engine.prefix_cache import PrefixLRU
 
 if TYPE_CHECKING:
@@ -79,27 +78,16 @@ def run_rests(body, bases: Sequence[Segment | None], rests: Sequence[list[int]],
     """Each base (None: nothing) extended by its rest of tokens, in one forward: the bases' keys and values
     left-padded to a common width, the rests right-padded after them."""
     dev = next(body.parameters()).device
+    cache, width = left_padded_cache(body.config, [[(s.keys, s.values) for s in b.lineage()] if b is not None else []
+                                                   for b in bases])
     lengths = [b.length if b is not None else 0 for b in bases]
-    width, span = max(lengths), max(len(r) for r in rests)
+    span = max(len(r) for r in rests)
     ids = torch.full((len(rests), span), pad, dtype=torch.long)
     mask = torch.zeros((len(rests), width + span), dtype=torch.long)
     for r, (n, rest) in enumerate(zip(lengths, rests)):
         ids[r, : len(rest)] = torch.tensor(rest, dtype=torch.long)
         mask[r, width - n : width + len(rest)] = 1
     positions = torch.tensor(lengths)[:, None] + torch.arange(span)[None]
-    cache = DynamicCache(config=body.config)
-    if width:
-        for li in range(len(next(b for b in bases if b is not None).keys)):
-            first = next(b for b in bases if b is not None).keys[li]
-            k = first.new_zeros((len(rests), first.shape[0], width, first.shape[2]))
-            v = torch.zeros_like(k)
-            for r, b in enumerate(bases):
-                at = width - lengths[r]
-                for s in b.lineage() if b is not None else ():
-                    n = s.keys[li].shape[1]
-                    k[r, :, at : at + n], v[r, :, at : at + n] = s.keys[li], s.values[li]
-                    at += n
-            cache.update(k, v, li)
     out = body(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=positions.to(dev),
                past_key_values=cache, use_cache=True)
     new = slice(width, None)
