@@ -156,6 +156,49 @@ def cmd_eval_scaling(args) -> None:
     print("wrote " + ", ".join(str(p) for p in paths))
 
 
+def cmd_eval_policy(args) -> None:
+    """`eval policy`: checks every input before loading anything, then fits (or replays) and writes the files."""
+    import random
+    from pathlib import Path
+
+    from ponder.eval_policy import PolicyFitConfig, run_policy_fit, write_report
+    from ponder.eval_scaling import parse_budgets
+    from ponder.evaluate import heldout_problems
+    from ponder.tasks import get_task
+
+    get_task(args.task).sample(random.Random(0), args.level)  # validates the task and level
+    cfg = PolicyFitConfig(args.task, args.level, args.verifier, n=args.n, samples=args.samples, seed=args.seed,
+                          budgets=tuple(parse_budgets(args.budgets)), share=args.share, max_tokens=args.max_tokens,
+                          model=args.model)
+    policy = None
+    if args.replay:
+        from ponder.eval_policy import replayable
+        from ponder.think.policy import load_policy
+
+        policy = replayable(load_policy(args.replay), cfg.samples)
+    else:
+        from ponder.eval_policy import fittable
+
+        fittable(cfg.samples)
+    if not Path(args.verifier).is_dir():
+        raise PonderError(f"--verifier {args.verifier}: no such reward model directory")
+    from ponder.reward import RewardModel
+
+    problems = heldout_problems(args.task, args.level, args.n, args.seed)
+    engine, _, chat = _load(args.model)
+    out = Path(args.out or f"runs/policy-{args.task}-L{args.level}")
+    got = run_policy_fit(engine, chat, RewardModel.load(args.verifier), problems, cfg, out, policy,
+                         workers=args.workers, progress=not args.no_progress)
+    if policy is not None:
+        print(f"{args.replay} replayed on {len(problems)} questions (seed {args.seed}):\n  " + "\n  ".join(got))
+        return
+    best, maj = got["best"][0], got["majority"]
+    print(f"{got['questions']} questions, B = {got['base_tokens']} tokens, majority@{cfg.samples} "
+          f"{maj['accuracy']:.1%} at {maj['tokens']:.0f} tokens; fit: {best['accuracy']:.1%} at "
+          f"{best['tokens']:.0f} tokens ({best['tokens'] / maj['tokens']:.1%}) at {best['multiplier']} x B: {best['table']}")
+    print("wrote " + ", ".join(str(p) for p in write_report(got, out)))
+
+
 def _train(args, config_cls, train, extra: dict | None = None) -> None:
     """Every trainer's command: a YAML config plus --set overrides, saved beside the run, then train."""
     from pathlib import Path
@@ -302,8 +345,8 @@ def cmd_experiment_serial(args) -> None:
 
 
 COMMANDS = {f.__name__: f for f in (
-    cmd_ask, cmd_demo, cmd_eval, cmd_eval_scaling, cmd_experiment_serial, cmd_plot, cmd_sample, cmd_serve,
-    cmd_train_grpo, cmd_train_prm, cmd_train_revise, cmd_train_sft, cmd_train_star,
+    cmd_ask, cmd_demo, cmd_eval, cmd_eval_policy, cmd_eval_scaling, cmd_experiment_serial, cmd_plot, cmd_sample,
+    cmd_serve, cmd_train_grpo, cmd_train_prm, cmd_train_revise, cmd_train_sft, cmd_train_star,
 )}
 
 

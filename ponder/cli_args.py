@@ -39,7 +39,8 @@ def build_parser(commands: Mapping[str, Callable]) -> argparse.ArgumentParser:
     a.add_argument("--show-tree", action="store_true", help="print the search tree (steps, scores, chosen path)")
     a.set_defaults(func=commands["cmd_ask"])
 
-    e = sub.add_parser("eval", help="accuracy on held-out problems of one task and level (eval scaling: curves)")
+    e = sub.add_parser("eval", help="accuracy on held-out problems of one task and level (eval scaling: curves; "
+                                          "eval policy: fit adaptive's table)")
     e.add_argument("--task", help="task family (required)")
     e.add_argument("--level", type=int, help="difficulty level (required)")
     e.add_argument("-n", type=int, default=200)
@@ -49,7 +50,8 @@ def build_parser(commands: Mapping[str, Callable]) -> argparse.ArgumentParser:
     e.add_argument("--max-tokens", type=int, default=768)
     e.add_argument("--seed", type=int, default=0)
     e.set_defaults(func=commands["cmd_eval"])
-    es = e.add_subparsers(dest="eval_kind").add_parser(
+    kinds = e.add_subparsers(dest="eval_kind")
+    es = kinds.add_parser(
         "scaling", help="accuracy against generated tokens per strategy and budget, overall and by difficulty bin")
     es.add_argument("--task", required=True)
     es.add_argument("--level", type=int, required=True)
@@ -76,6 +78,24 @@ def build_parser(commands: Mapping[str, Callable]) -> argparse.ArgumentParser:
     es.add_argument("--seed", type=int, default=0)
     es.add_argument("--no-progress", action="store_true", help="no progress bar")
     es.set_defaults(func=commands["cmd_eval_scaling"])
+    ep = kinds.add_parser(
+        "policy", help="fit adaptive's policy table on held-out questions: the most accurate table under a token mark")
+    ep.add_argument("--task", required=True)
+    ep.add_argument("--level", type=int, required=True)
+    ep.add_argument("--verifier", required=True, help="reward model directory: the one adaptive will run with")
+    ep.add_argument("-n", type=int, default=300, help="held-out questions to fit on")
+    ep.add_argument("--seed", type=int, default=1,
+                    help="which held-out questions (default 1: not eval scaling's default 0, where you report)")
+    ep.add_argument("--samples", type=int, default=16, help="sampled chains drawn per question (and majority's N)")
+    ep.add_argument("--budgets", default="1,2,3,4", help="multipliers of the base budget B to replay at")
+    ep.add_argument("--share", type=float, default=0.25, help="the mark: this share of majority@N's tokens")
+    ep.add_argument("--replay", help="replay this policy file on the drawn chains instead of fitting one")
+    ep.add_argument("--model", default="built-in")
+    ep.add_argument("--out", help="results folder (default runs/policy-TASK-LLEVEL)")
+    ep.add_argument("--max-tokens", type=int, default=768, help="cap on generated tokens per chain")
+    ep.add_argument("--workers", type=int, default=2, help="processes replaying tables")
+    ep.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ep.set_defaults(func=commands["cmd_eval_policy"])
 
     t = sub.add_parser("train", help="train a model").add_subparsers(dest="trainer", required=True)
     trainers = (

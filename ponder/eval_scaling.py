@@ -343,7 +343,6 @@ def plot(report: dict[str, Any], path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib import ticker
 
     panels = 1 + len(report["bins"])
     cols = min(3, panels)
@@ -360,17 +359,30 @@ def plot(report: dict[str, Any], path: Path) -> Path:
             pts = [(x, y) for x, y in pts if x > 0]
             if pts:
                 ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=name)
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:g}"))
-        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        tokens_axes(ax)
         ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-        ax.set_xlabel("mean generated tokens per question")
-        ax.set_ylabel("accuracy")
         ax.set_title("all questions" if k == 0 else f"bin {k} ({'easiest' if k == 1 else 'hardest' if k == panels - 1 else 'harder'})")
         if k == 0:
             ax.legend(fontsize=7)
     fig.suptitle(f"{report['task']} level {report['level']}: accuracy against test-time compute")
+    return save_figure(fig, path)
+
+
+def tokens_axes(ax) -> None:
+    """Accuracy against mean generated tokens per question, the tokens on a log axis."""
+    from matplotlib import ticker
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.grid(alpha=0.3)
+    ax.set_xlabel("mean generated tokens per question")
+    ax.set_ylabel("accuracy")
+
+
+def save_figure(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

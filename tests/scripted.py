@@ -73,3 +73,40 @@ class TableVerifier:
         return [[self.table.get(s, self.default) for s in steps] +
                 ([self.table.get(f"={a}", self.default)] if a is not None else [])
                 for steps, a in zip(chains, answers)]
+
+
+class VoteEngine:
+    """Each completion for a question takes the next of its scripted answers (wrapping around), greedy or not.
+
+    A completion is `work\\nso A</think>A<|end|>`: markers are one token, other characters one each.
+    """
+
+    capabilities = Capabilities(streaming=False)
+
+    def __init__(self, answers: dict[str, list[str]]) -> None:
+        self.answers, self.cursor, self.generated = answers, {q: 0 for q in answers}, 0
+        self.calls: list[tuple[list[str], SamplingParams]] = []
+
+    def count_tokens(self, text: str) -> int:
+        return len(tokens(text))
+
+    def generate(self, prompts, params, on_step=None):
+        self.calls.append((list(prompts), params))
+        out = []
+        for p in prompts:
+            q = p.split("<|user|>", 1)[1].split("<|assistant|>", 1)[0]
+            group = []
+            for _ in range(params.n):
+                a = self.answers[q][self.cursor[q] % len(self.answers[q])]
+                self.cursor[q] += 1
+                toks = tokens(f"work\nso {a}</think>{a}<|end|>")
+                finish = "eos"
+                if len(toks) > params.max_tokens:
+                    toks, finish = toks[: params.max_tokens], "length"
+                self.generated += len(toks)
+                group.append(Completion("".join(toks), list(range(len(toks))), finish, self.count_tokens(p)))
+            out.append(group)
+        return out
+
+
+CHAIN = len(tokens("work\nso 5</think>5<|end|>"))  # tokens of one scripted chain

@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ponder import PonderError
-from ponder.engine.base import Capabilities, Completion, SamplingParams
 from ponder.model.chat import ChatFormat
 from ponder.tasks import Problem
 from ponder.think.adaptive import Adaptive
@@ -19,48 +18,11 @@ from ponder.think.policy import AdaptivePolicy, Tier, estimate
 from ponder.think.registry import build_strategy, scaled_params
 from ponder.think.revise import Revise
 from ponder.train.revise_data import Attempt, encode, revision_examples
-from scripted import WORLD, TableVerifier, WorldEngine, tokens
+from scripted import CHAIN, WORLD, TableVerifier, VoteEngine, WorldEngine, tokens
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CHAT = ChatFormat()
 Q = "What is the thing?"
-
-
-class VoteEngine:
-    """Each completion for a question takes the next of its scripted answers (wrapping around), greedy or not.
-
-    A completion is `work\\nso A</think>A<|end|>`: markers are one token, other characters one each.
-    """
-
-    capabilities = Capabilities(streaming=False)
-
-    def __init__(self, answers: dict[str, list[str]]) -> None:
-        self.answers, self.cursor, self.generated = answers, {q: 0 for q in answers}, 0
-        self.calls: list[tuple[list[str], SamplingParams]] = []
-
-    def count_tokens(self, text: str) -> int:
-        return len(tokens(text))
-
-    def generate(self, prompts, params, on_step=None):
-        self.calls.append((list(prompts), params))
-        out = []
-        for p in prompts:
-            q = p.split("<|user|>", 1)[1].split("<|assistant|>", 1)[0]
-            group = []
-            for _ in range(params.n):
-                a = self.answers[q][self.cursor[q] % len(self.answers[q])]
-                self.cursor[q] += 1
-                toks = tokens(f"work\nso {a}</think>{a}<|end|>")
-                finish = "eos"
-                if len(toks) > params.max_tokens:
-                    toks, finish = toks[: params.max_tokens], "length"
-                self.generated += len(toks)
-                group.append(Completion("".join(toks), list(range(len(toks))), finish, self.count_tokens(p)))
-            out.append(group)
-        return out
-
-
-CHAIN = len(tokens("work\nso 5</think>5<|end|>"))  # tokens of one scripted chain
 
 
 # -- adaptive ------------------------------------------------------------------------------
