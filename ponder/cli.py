@@ -179,15 +179,18 @@ def cmd_eval_policy(args) -> None:
     else:
         from ponder.eval_policy import fittable
 
-        fittable(cfg.samples)
-    if not Path(args.verifier).is_dir():
+        fittable(cfg.samples, cfg.verifier is not None)
+    if args.verifier is not None and not Path(args.verifier).is_dir():
         raise PonderError(f"--verifier {args.verifier}: no such reward model directory")
-    from ponder.reward import RewardModel
-
     problems = heldout_problems(args.task, args.level, args.n, args.seed)
     engine, _, chat = _load(args.model)
+    verifier = None
+    if args.verifier is not None:
+        from ponder.reward import RewardModel
+
+        verifier = RewardModel.load(args.verifier)
     out = Path(args.out or f"runs/policy-{args.task}-L{args.level}")
-    got = run_policy_fit(engine, chat, RewardModel.load(args.verifier), problems, cfg, out, policy,
+    got = run_policy_fit(engine, chat, verifier, problems, cfg, out, policy,
                          workers=args.workers, progress=not args.no_progress)
     if policy is not None:
         print(f"{args.replay} replayed on {len(problems)} questions (seed {args.seed}):\n  " + "\n  ".join(got))

@@ -82,7 +82,8 @@ def build_parser(commands: Mapping[str, Callable]) -> argparse.ArgumentParser:
         "policy", help="fit adaptive's policy table on held-out questions: the most accurate table under a token mark")
     ep.add_argument("--task", required=True)
     ep.add_argument("--level", type=int, required=True)
-    ep.add_argument("--verifier", required=True, help="reward model directory: the one adaptive will run with")
+    ep.add_argument("--verifier", help="reward model directory: the one adaptive will run with (default: none; "
+                                       "tables then read agreement alone and vote)")
     ep.add_argument("-n", type=int, default=300, help="held-out questions to fit on")
     ep.add_argument("--seed", type=int, default=1,
                     help="which held-out questions (default 1: not eval scaling's default 0, where you report)")

@@ -1,8 +1,8 @@
-"""`ponder eval policy`: fit `adaptive`'s policy table to a task and a verifier, on questions it will not be
-reported on (Snell et al. choose what to spend per difficulty on held-out questions).
+"""`ponder eval policy`: fit `adaptive`'s policy table to a task and a verifier (or none), on questions it will
+not be reported on (Snell et al. choose what to spend per difficulty on held-out questions).
 
-Each question's greedy chain and `samples` sampled chains are drawn once and scored by the verifier (kept in
-chains.json, reused while the settings match). Every table of a grid (probe size, wave, the verifier's weight
+Each question's greedy chain and `samples` sampled chains are drawn once and scored by the verifier, where there
+is one (kept in chains.json, reused while the settings match). Every table of a grid (probe size, wave, the verifier's weight
 in the difficulty, the easy tier's bound, the medium tier's bound and chains, the hardest tier stopping or
 sampling) is then replayed on those chains at each budget m x B, spending as `adaptive` spends: the same hard
 cap, per-chain caps (a chain longer than its cap is charged the cap and gives no answer), waves, stops and
@@ -37,14 +37,14 @@ class Chain(NamedTuple):
     key: str | None  # the normalised answer; None: no answer
     right: bool
     tokens: int
-    score: float | None  # the verifier's aggregated score (None: no answer)
+    score: float | None  # the verifier's aggregated score (None: no answer, or no verifier)
 
 
 @dataclass(frozen=True)
 class PolicyFitConfig:
     task: str
     level: int
-    verifier: str
+    verifier: str | None  # None: tables read agreement alone, and vote
     n: int = 300  # held-out questions
     samples: int = 16  # sampled chains drawn per question
     seed: int = 1  # which held-out questions: not the ones reported on (eval scaling's default is 0)
@@ -98,8 +98,9 @@ def replay(policy: AdaptivePolicy, chains: Sequence[Chain], budget: int, max_tok
             left -= got[-1].tokens
         return True
 
-    def tier() -> Tier:
-        return policy.tier(estimate([c.key for c in got], [c.score for c in got], policy.score_weight)[0])
+    def tier() -> Tier:  # without scores (no verifier), agreement alone
+        scores = [c.score for c in got] if any(c.score is not None for c in got) else None
+        return policy.tier(estimate([c.key for c in got], scores, policy.score_weight)[0])
 
     probed = policy.probe == 1 or wave(policy.probe - 1)  # a probe the budget cannot pay for ends it
     if probed and (t := tier()).action == "sample":
@@ -111,7 +112,8 @@ def replay(policy: AdaptivePolicy, chains: Sequence[Chain], budget: int, max_tok
     answered = [c for c in got if c.key is not None]
     if not answered:
         return False, budget - left
-    return answered[pick([c.key for c in answered], [c.score for c in answered], True)].right, budget - left
+    weights = [1.0 if c.score is None else c.score for c in answered]  # no verifier: a vote, greedy wins ties
+    return answered[pick([c.key for c in answered], weights, True)].right, budget - left
 
 
 def vote(chains: Sequence[Chain], n: int, budget: int, max_tokens: int) -> tuple[bool, int]:
@@ -140,9 +142,10 @@ def grid() -> list[AdaptivePolicy]:
     return out
 
 
-def fittable(samples: int) -> list[AdaptivePolicy]:
-    """The grid's tables that `samples` drawn chains a question can replay."""
-    tables = [p for p in grid() if samples_needed(p) <= samples]
+def fittable(samples: int, verified: bool = True) -> list[AdaptivePolicy]:
+    """The grid's tables that `samples` drawn chains a question can replay (without a verifier, one of each
+    set that differs only in the verifier's weight)."""
+    tables = [p for p in grid() if samples_needed(p) <= samples and (verified or p.score_weight == 0)]
     if not tables:
         raise PonderError(f"--samples {samples} draws too few chains for any table to replay: "
                           f"at least {min(map(samples_needed, grid()))}")
@@ -188,7 +191,7 @@ def score_all(policies: list[AdaptivePolicy], chains: list[list[Chain]], budgets
 
 
 def draw(engine, chat, task, verifier, problems, cfg: PolicyFitConfig, progress: bool = True) -> list[list[Chain]]:
-    """Every question's greedy chain and `cfg.samples` sampled ones, scored by the verifier."""
+    """Every question's greedy chain and `cfg.samples` sampled ones, scored by the verifier (if any)."""
     from tqdm import tqdm
 
     from ponder.reward.base import rate
@@ -210,8 +213,9 @@ def draw(engine, chat, task, verifier, problems, cfg: PolicyFitConfig, progress:
             rows += [(j, r, a, c.num_tokens) for c in group
                      for r, a, _, _ in [drop_cut_answer(split_completion(chat, engine, c))]]
         answered = [k for k, r in enumerate(rows) if r[2]]
-        scores = dict(zip(answered, rate(verifier, [qs[rows[k][0]] for k in answered],
-                                         [chat.steps(rows[k][1]) for k in answered], [rows[k][2] for k in answered])))
+        scores = {} if verifier is None else dict(zip(answered, rate(
+            verifier, [qs[rows[k][0]] for k in answered], [chat.steps(rows[k][1]) for k in answered],
+            [rows[k][2] for k in answered])))
         chains: list[list[Chain]] = [[] for _ in part]
         for k, (j, _, answer, tokens) in enumerate(rows):
             right = bool(answer) and bool(task.check(part[j], answer))
@@ -250,7 +254,7 @@ def fit(chains: list[list[Chain]], cfg: PolicyFitConfig, policies: list[Adaptive
     mean = lambda rows: (sum(r for r, _ in rows) / len(rows), sum(t for _, t in rows) / len(rows))  # noqa: E731
     maj_acc, maj_tokens = mean([vote(q, cfg.samples, cfg.samples * base, cfg.max_tokens) for q in chains])
     mark = cfg.share * maj_tokens
-    policies = fittable(cfg.samples) if policies is None else policies
+    policies = fittable(cfg.samples, cfg.verifier is not None) if policies is None else policies
     scores = score_all(policies, chains, [m * base for m in cfg.budgets], cfg.max_tokens, workers, progress)
     cells = [{"accuracy": round(a, 4), "tokens": round(t, 1), "multiplier": m, "table": describe(p),
               "policy": asdict(p)} for p, s in zip(policies, scores) for m, (a, t) in zip(cfg.budgets, s)]
@@ -267,7 +271,7 @@ def fit(chains: list[list[Chain]], cfg: PolicyFitConfig, policies: list[Adaptive
 def markdown(report: dict[str, Any]) -> str:
     r, maj = report, report["majority"]
     head = (f"# Policy fit: {r['task']} level {r['level']}\n\n{r['questions']} held-out questions (seed {r['seed']}), "
-            f"verifier `{r['verifier']}`, B = {r['base_tokens']} tokens; greedy {r['greedy_accuracy']:.1%}; "
+            f"verifier `{r['verifier'] or 'none'}`, B = {r['base_tokens']} tokens; greedy {r['greedy_accuracy']:.1%}; "
             f"majority@{r['samples']} {maj['accuracy']:.1%} at {maj['tokens']:.0f} tokens; the mark "
             f"({r['share']:g} of that): {r['mark_tokens']:.0f} tokens. {r['tables']} tables at "
             f"{', '.join(f'{m} x B' for m in r['budgets'])}.\n")
@@ -282,14 +286,16 @@ def markdown(report: dict[str, Any]) -> str:
 def policy_yaml(report: dict[str, Any]) -> str:
     r, c = report, report["best"][0]
     p = AdaptivePolicy.from_dict(c["policy"])
-    lines = [f"# adaptive's table for {r['task']} level {r['level']} with the verifier {r['verifier']}, fitted by",
+    verifier = f" --verifier {r['verifier']}" if r["verifier"] else ""
+    lines = [f"# adaptive's table for {r['task']} level {r['level']} "
+             + (f"with the verifier {r['verifier']}" if r["verifier"] else "without a verifier") + ", fitted by",
              f"# ponder eval policy on {r['questions']} held-out questions (seed {r['seed']}): "
              f"{c['accuracy']:.1%} with {c['tokens']:.0f} tokens at {c['multiplier']} x B",
              f"# ({c['tokens'] / r['majority']['tokens']:.1%} of majority@{r['samples']}'s tokens, which got "
              f"{r['majority']['accuracy']:.1%}).",
-             f"# Use: ponder eval scaling --task {r['task']} --level {r['level']} --strategies adaptive "
-             f"--verifier {r['verifier']} --policy THIS_FILE ...",
-             f"#      ponder ask \"...\" --strategy adaptive --verifier {r['verifier']} --policy THIS_FILE",
+             f"# Use: ponder eval scaling --task {r['task']} --level {r['level']} --strategies adaptive{verifier} "
+             "--policy THIS_FILE ...",
+             f"#      ponder ask \"...\" --strategy adaptive{verifier} --policy THIS_FILE",
              f"probe: {p.probe}", f"wave: {p.wave}", f"score_weight: {p.score_weight}", f"slack: {p.slack}", "tiers:"]
     for t in p.tiers:
         chains = f", chains: {t.chains}" if t.action == "sample" else ""

@@ -41,16 +41,18 @@ HALF = AdaptivePolicy(probe=2, wave=1, score_weight=0.0, tiers=(  # a tier that 
 
 
 @settings(max_examples=150, deadline=None)
-@example(policy=HALF, answers=list("012301230123"), scores=[0.5] * 4, budget=14 * CHAIN, max_tokens=200)
+@example(policy=HALF, answers=list("012301230123"), scores=[0.5] * 4, budget=14 * CHAIN, max_tokens=200,
+         verified=True)
 @given(policy=tables(), answers=st.lists(st.sampled_from("0123"), min_size=12, max_size=12),
        scores=st.lists(st.sampled_from([0.1, 0.4, 0.6, 0.9]), min_size=4, max_size=4),
-       budget=st.integers(1, 14 * CHAIN), max_tokens=st.sampled_from([CHAIN - 3, 200]))
-def test_the_replay_spends_and_answers_as_adaptive_does(policy, answers, scores, budget, max_tokens):
+       budget=st.integers(1, 14 * CHAIN), max_tokens=st.sampled_from([CHAIN - 3, 200]), verified=st.booleans())
+def test_the_replay_spends_and_answers_as_adaptive_does(policy, answers, scores, budget, max_tokens, verified):
     table = {f"={a}": s for a, s in zip("0123", scores)}
-    th = Adaptive(VoteEngine({Q: answers}), CHAT, TableVerifier(table), policy=policy,
+    th = Adaptive(VoteEngine({Q: answers}), CHAT, TableVerifier(table) if verified else None, policy=policy,
                   max_tokens=max_tokens).solve(Q, budget)
-    chains = [Chain(a if CHAIN <= max_tokens else None, a == RIGHT and CHAIN <= max_tokens, min(CHAIN, max_tokens),
-                    table[f"={a}"]) for a in answers]
+    whole = CHAIN <= max_tokens
+    chains = [Chain(a if whole else None, a == RIGHT and whole, min(CHAIN, max_tokens),
+                    table[f"={a}"] if verified and whole else None) for a in answers]
     assert replay(policy, chains, budget, max_tokens) == (th.answer == RIGHT, th.usage.completion_tokens)
 
 
@@ -146,3 +148,8 @@ def test_eval_policy_end_to_end_on_a_tiny_model(micro_dir, tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].strip().startswith("majority@4") and lines[-1].strip().startswith("2 x B")
     assert (tmp_path / "fit" / "chains.json").stat().st_mtime_ns == kept
+    unverified = [a for a in common if a not in ("--verifier", str(tmp_path / "rm"))]
+    assert main(unverified[:-1] + [str(tmp_path / "vote")]) == 0  # without a verifier: agreement alone
+    report = json.loads((tmp_path / "vote" / "fit.json").read_text())
+    assert report["verifier"] is None and report["tables"] == len(fittable(4, verified=False)) < len(fittable(4))
+    assert "without a verifier" in (tmp_path / "vote" / "policy.yaml").read_text()
