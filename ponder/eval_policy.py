@@ -1,14 +1,14 @@
 """`ponder eval policy`: fit `adaptive`'s policy table to a task and a verifier (or none), on questions it will
 not be reported on (Snell et al. choose what to spend per difficulty on held-out questions).
 
-Each question's greedy chain and `samples` sampled chains are drawn once and scored by the verifier, where
-there is one (kept in chains.json, reused while the settings match). Every table of a grid (probe size, wave,
-the verifier's weight in the difficulty, the easy tier's bound, the medium tier's bound and chains, the
-hardest tier stopping or sampling) is then replayed on those chains at each budget m x B, spending as `adaptive` spends: the same hard
-cap, per-chain caps (a chain longer than its cap is charged the cap and gives no answer), waves, stops and
-weighted pick. Only tables of stop and sample rows replay (a delegated search draws chains of its own), and
-only those that draw at most `samples` chains a question. The replay takes a question's samples in order, so
-it is faithful in distribution, not draw for draw (adaptive seeds its waves otherwise).
+Each question's greedy chain and `samples` sampled chains are drawn once and scored by the verifier, where there
+is one (kept in chains.json, reused while the settings match). Every table of a grid (probe size, wave, the
+verifier's weight in the difficulty, the easy tier's bound, the medium tier's bound and chains, the hardest tier
+stopping or sampling) is then replayed on those chains at each budget m x B, spending as `adaptive` spends: the
+same hard cap, per-chain caps (a chain longer than its cap is charged the cap and gives no answer), waves, stops
+and weighted pick. Only tables of stop and sample rows replay (a delegated search draws chains of its own), and
+only those that draw at most `samples` chains a question. The replay takes a question's samples in order, so it
+is faithful in distribution, not draw for draw (adaptive seeds its waves otherwise).
 
 The mark is `share` (a quarter) of the mean tokens of majority voting over all `samples` chains, each capped
 at B as `eval scaling` caps them; the fit is the most accurate table under it (fewest tokens among equals).
