@@ -190,8 +190,11 @@ def score_all(policies: list[AdaptivePolicy], chains: list[list[Chain]], budgets
     return out
 
 
-def draw(engine, chat, task, verifier, problems, cfg: PolicyFitConfig, progress: bool = True) -> list[list[Chain]]:
-    """Every question's greedy chain and `cfg.samples` sampled ones, scored by the verifier (if any)."""
+def draw(engine, chat, task, verifier, problems, cfg: PolicyFitConfig, progress: bool = True,
+         key=None) -> list[list[Chain]]:
+    """Every question's greedy chain and `cfg.samples` sampled ones, scored by the verifier (if any); answers
+    keyed by `key` (default: the task's normalisation)."""
+    key = task.normalize if key is None else key
     from tqdm import tqdm
 
     from ponder.reward.base import rate
@@ -219,7 +222,7 @@ def draw(engine, chat, task, verifier, problems, cfg: PolicyFitConfig, progress:
         chains: list[list[Chain]] = [[] for _ in part]
         for k, (j, _, answer, tokens) in enumerate(rows):
             right = bool(answer) and bool(task.check(part[j], answer))
-            chains[j].append(Chain(task.normalize(answer) if answer else None, right, tokens, scores.get(k)))
+            chains[j].append(Chain(key(answer) if answer else None, right, tokens, scores.get(k)))
         out += chains
     return out
 
