@@ -13,6 +13,8 @@ medium and high instead): medium is adaptive, which over 2,000 questions of five
 +1.2 points (SE 0.8) against the 5-vote for about the same tokens. high stays the 16-vote: the adaptive high
 was 1.4 points (SE 0.7) behind it with 53% of its tokens, and three other high tables (a pool of 20, a probe
 of 8, a fresh 16-vote after a disputed probe) were 0.9-1.2 points behind (BENCHMARKS.md, "Effort presets").
+A table fitted offline (`bench/effort_fit.py`) is level with it (-0.3, SE 0.7) with a third of its tokens, but
+spends less than medium on three of the five families: a second medium, not a high.
 
 A request's token budget (`max_completion_tokens`) caps every preset on top of its chain count.
 """
