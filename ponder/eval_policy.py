@@ -7,8 +7,9 @@ verifier's weight in the difficulty, the easy tier's bound, the medium tier's bo
 stopping or sampling) is then replayed on those chains at each budget m x B, spending as `adaptive` spends: the
 same hard cap, per-chain caps (a chain longer than its cap is charged the cap and gives no answer), waves, stops
 and weighted pick. Only tables of stop and sample rows replay (a delegated search draws chains of its own), and
-only those that draw at most `samples` chains a question. The replay takes a question's samples in order, so it
-is faithful in distribution, not draw for draw (adaptive seeds its waves otherwise).
+only those that draw at most `samples` chains a question. The replay takes a question's samples in order, as
+adaptive's waves draw them (each goes on where the last stopped), so on the local engine with the same seed it
+is adaptive's own run, draw for draw.
 
 The mark is `share` (a quarter) of the mean tokens of majority voting over all `samples` chains, each capped
 at B as `eval scaling` caps them; the fit is the most accurate table under it (fewest tokens among equals).

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ponder import PonderError
+from ponder.engine.base import SamplingParams
 from ponder.model.chat import ChatFormat
 from ponder.tasks import Problem
 from ponder.think.adaptive import Adaptive
@@ -289,3 +290,20 @@ def test_with_an_answer_reserve_a_probe_the_budget_cuts_still_answers():
     assert th.usage.completion_tokens == 12
     with pytest.raises(PonderError, match="answer_reserve must be >= 0"):
         Adaptive(world, CHAT, answer_reserve=-1)
+
+
+def test_adaptives_sampled_chains_are_the_questions_first_samples_at_its_seed(micro_dir):
+    """Its waves go on with a question's samples where the last one stopped, so its chains are the ones
+    best_of_n and majority draw at the same seed, and `eval policy`'s replay of drawn samples is exact."""
+    from ponder.engine.local import LocalEngine
+    from ponder.model.loading import load_model
+    from ponder.think.base import split_completion
+
+    model, tok, chat = load_model(str(micro_dir))
+    engine = LocalEngine(model, tok)
+    policy = AdaptivePolicy(probe=3, wave=2, tiers=(Tier("all", 1.0, "sample", chains=6),))
+    th = Adaptive(engine, chat, policy=policy, max_tokens=10, seed=5).solve(Q)
+    sampled = [n.text for phase in th.tree.children for n in phase.children][1:]  # the greedy chain first
+    prompt = Adaptive(engine, chat).prompt_of(Q)
+    direct = engine.generate([prompt], SamplingParams(n=5, temperature=0.8, max_tokens=10, seed=5))[0]
+    assert len(sampled) == 5 and sampled == [split_completion(chat, engine, c)[0] for c in direct]

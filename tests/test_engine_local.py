@@ -128,6 +128,9 @@ def test_a_prompts_samples_do_not_depend_on_its_batch_mates_or_on_chunking(model
         assert [c.token_ids for c in beside] == [c.token_ids for c in alone], max_batch
     fewer = LocalEngine(model, tok, fast_path=fast_path).generate([PROMPTS[1]], replace(params, n=2))[0]
     assert [c.token_ids for c in fewer] == [c.token_ids for c in alone[:2]]
+    # a later call from first_sample = 1 goes on with the samples after the first, as adaptive's waves do
+    rest = LocalEngine(model, tok, fast_path=fast_path).generate([PROMPTS[1]], replace(params, n=3, first_sample=1))[0]
+    assert [c.token_ids for c in rest] == [c.token_ids for c in alone[1:]]
 
 
 def test_a_prompt_sent_twice_in_a_call_draws_two_different_sets(engine):

@@ -32,6 +32,7 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     logprobs: bool = False
+    first_sample: int = 0  # a prompt's rows are its samples first..first+n-1: a later call goes on where one stopped
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -42,6 +43,8 @@ class SamplingParams:
             raise PonderError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.max_tokens < 0:
             raise PonderError(f"max_tokens must be >= 0, got {self.max_tokens}")
+        if self.first_sample < 0:
+            raise PonderError(f"first_sample must be >= 0, got {self.first_sample}")
 
 
 @dataclass
@@ -92,10 +95,11 @@ class EngineStats:
     per_call: list[int] = field(default_factory=list)
 
 
-def sample_keys(seed: int | None, prompts: Sequence[Sequence[int]], n: int) -> list[list[int]]:
+def sample_keys(seed: int | None, prompts: Sequence[Sequence[int]], n: int, first: int = 0) -> list[list[int]]:
     """A 64-bit key per sample row (prompt, then sample), from the seed, the prompt's tokens, how many times
-    the same prompt came earlier in the call, and the sample's index. What a row draws then depends on
-    nothing else in the batch, and a prompt's first k of n samples are its samples at n = k."""
+    the same prompt came earlier in the call, and the sample's index (`first` to `first + n - 1`). What a row
+    draws then depends on nothing else in the batch, a prompt's first k of n samples are its samples at n = k,
+    and a call from `first` = k goes on with the samples after those."""
     base = secrets.randbits(64) if seed is None else int(seed) % 2**64
     seen: dict[tuple[int, ...], int] = {}
     keys = []
@@ -105,7 +109,7 @@ def sample_keys(seed: int | None, prompts: Sequence[Sequence[int]], n: int) -> l
         h = hashlib.blake2b(array("q", ids).tobytes(), digest_size=8,
                             key=base.to_bytes(8, "little") + earlier.to_bytes(8, "little"))
         root = int.from_bytes(h.digest(), "little")
-        keys.append([_mix64(root + (j + 1) * 0x9E3779B97F4A7C15) for j in range(n)])
+        keys.append([_mix64(root + (j + 1) * 0x9E3779B97F4A7C15) for j in range(first, first + n)])
     return keys
 
 

@@ -165,7 +165,8 @@ class LocalEngine:
         results: list[list[Completion | None]] = [[None] * params.n for _ in prompts]
         rows = [(i, j) for i in range(len(prompts)) for j in range(params.n)]
         chunks = [rows[k : k + self.max_batch] for k in range(0, len(rows), self.max_batch)]
-        keys = sample_keys(params.seed, [ids[p] for p in prompts], params.n) if params.temperature > 0 else None
+        keys = sample_keys(params.seed, [ids[p] for p in prompts], params.n, params.first_sample) \
+            if params.temperature > 0 else None
         model = self.model
         was_training = model.training
         model.eval()

@@ -143,7 +143,8 @@ class RemoteEngine:
         while len(out) < want:
             body["n"] = want - len(out)
             if params.seed is not None:
-                body["seed"] = params.seed + len(out)  # a repeated request must not repeat its samples
+                # a repeated request, or one that goes on from `first_sample`, must not repeat earlier samples
+                body["seed"] = params.seed + len(out) + 7919 * params.first_sample
             data = self._post(url, body)
             choices = data.get("choices")
             if not isinstance(choices, list) or not 0 < len(choices) <= body["n"] \

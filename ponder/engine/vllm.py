@@ -116,7 +116,7 @@ class VLLMEngine:
         # A seed is per request in vLLM: each prompt gets the key of its first sample row (`sample_keys`),
         # from the seed and the prompt itself, so that its samples do not depend on its batch-mates.
         sps = sampling(None) if params.seed is None or greedy else [
-            sampling(k[0] & (2**63 - 1)) for k in sample_keys(params.seed, ids, 1)]
+            sampling(k[0] & (2**63 - 1)) for k in sample_keys(params.seed, ids, 1, params.first_sample)]
         outputs = self.llm.generate([{"prompt_token_ids": p} for p in ids], sampling_params=sps, use_tqdm=False)
         results, generated = [], 0
         for p, out in zip(ids, outputs):

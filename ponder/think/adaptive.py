@@ -105,7 +105,7 @@ class Adaptive(Strategy):
             q.root.children.append(Node(text="probe", visits=1))
         probe_node = lambda q: q.root.children[0]  # noqa: E731
         greedy = self._greedy(qs, probe_node)
-        self._wave(qs, lambda q: self.policy.probe - 1, 1, probe_node)
+        self._wave(qs, lambda q: self.policy.probe - 1, probe_node)
         # A lone greedy chain whose budget pays for nothing more is the answer whatever it scores:
         # the verifier's pass over it would be compute spent for nothing.
         self._score([(q, c) for q, c in greedy if not (q.done and len(q.chains) == 1)])
@@ -153,9 +153,10 @@ class Adaptive(Strategy):
                 q.exhausted = q.exhausted or th.budget_exhausted
         return new
 
-    def _wave(self, qs: list[_Q], wanted, tag: int, under) -> None:
-        """Up to `wanted(q)` more sampled chains per question, as many as its budget pays for."""
-        rows: dict[tuple[int, int], list[_Q]] = {}
+    def _wave(self, qs: list[_Q], wanted, under) -> None:
+        """Up to `wanted(q)` more sampled chains per question, as many as its budget pays for: the next ones of
+        its samples, so a question's sampled chains are its first samples at the seed, as best_of_n's are."""
+        rows: dict[tuple[int, int, int], list[_Q]] = {}
         for q in qs:
             n = 0 if q.done else wanted(q)
             if n < 1:
@@ -165,11 +166,12 @@ class Adaptive(Strategy):
             if k < 1:
                 q.exhausted = q.done = True  # the budget cannot pay for another chain
                 continue
-            rows.setdefault((k, self.max_new_tokens(q.prompt, _left(q), chains=k)), []).append(q)
+            drawn = len(q.chains) - 1  # the sampled chains so far (the first chain is greedy)
+            rows.setdefault((k, self.max_new_tokens(q.prompt, _left(q), chains=k), drawn), []).append(q)
         new = []
-        for (k, cap), group in rows.items():
-            seed = None if self.seed is None else self.seed + 7919 * tag + k
-            params = SamplingParams(n=k, temperature=self.temperature, top_p=self.top_p, max_tokens=cap, seed=seed)
+        for (k, cap, drawn), group in rows.items():
+            params = SamplingParams(n=k, temperature=self.temperature, top_p=self.top_p, max_tokens=cap,
+                                    seed=self.seed, first_sample=drawn)
             new += self._run(group, params, under)
         self._score(new)
 
@@ -230,10 +232,8 @@ class Adaptive(Strategy):
         for q in live:  # the tier may spend `share` of what the probe left
             q.reserve = 0.0 if math.isinf(q.budget) else q.budget - int(q.tier.share * q.budget)
             q.budget -= q.reserve
-        tag = 2
         while live:
-            self._wave(live, lambda q: min(self.policy.wave, q.limit - len(q.chains)), tag, lambda q: q.follow)
-            tag += 1
+            self._wave(live, lambda q: min(self.policy.wave, q.limit - len(q.chains)), lambda q: q.follow)
             for q in live:
                 if self.policy.tier(self._estimate(q)[0]).action == "stop" or len(q.chains) >= q.limit:
                     q.done = True
