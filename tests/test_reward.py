@@ -206,6 +206,23 @@ def test_candidates_sharing_a_prefix_score_as_they_would_whole_for_fewer_tokens(
     assert lone[0] == pytest.approx(whole[0], abs=1e-5)
 
 
+def test_a_call_of_more_chains_than_one_pass_holds_scores_as_in_one_pass(rm, monkeypatch):
+    """Thousands of chains in one call run in passes (a pass holds all it ran): the scores are the same."""
+    qs = [f"What is {i} + {i}?" for i in range(3) for _ in range(4)]
+    chains = [["1+1=2", f"so {k}"] for _ in range(3) for k in range(4)]
+    answers = [str(k) for _ in range(3) for k in range(4)]
+    one = rm.score_batch(qs, chains, answers)
+    monkeypatch.setattr(rm, "pass_sequences", 5)  # passes that cut one question's chains apart
+    if rm.kept is not None:
+        rm.kept.clear()
+    sizes, run = [], rm._hidden_extending
+    monkeypatch.setattr(rm, "_hidden_extending", lambda enc, lens: sizes.append(len(enc)) or run(enc, lens))
+    passes = rm.score_batch(qs, chains, answers)
+    assert sizes == [5, 5, 2]
+    for a, b in zip(passes, one):
+        assert a == pytest.approx(b, abs=1e-5)
+
+
 def _whole(rm, qs, chains, answers):
     """Scores with every chain run whole, nothing kept or shared."""
     share, kept = rm.share_prefixes, rm.kept

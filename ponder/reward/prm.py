@@ -56,6 +56,8 @@ def _quiet():
 class RewardModel:
     """Scores chains of thought, batched; see the module docstring for the layout."""
 
+    pass_sequences = 256  # chains per pass of a shared-prefix call: bounds what one pass holds in memory
+
     def __init__(self, model, tokenizer, chat: ChatFormat, kind: str = "prm", aggregation: str = "last",
                  max_batch: int = 32, keep_mb: float = 256) -> None:
         if kind not in KINDS:
@@ -194,7 +196,12 @@ class RewardModel:
         enc = [encoded[i] for i in live]
         with torch.inference_mode():
             if self.share_prefixes:
-                hidden = self._hidden_extending(enc, [len(self._prompt(questions[i])) for i in live])
+                # a pass holds every segment it runs until it returns (keys and values of all layers), so a call
+                # of thousands of chains runs in passes of `pass_sequences`; what is kept joins them up
+                lens = [len(self._prompt(questions[i])) for i in live]
+                step = self.pass_sequences
+                hidden = [h for start in range(0, len(enc), step)
+                          for h in self._hidden_extending(enc[start:start + step], lens[start:start + step])]
             else:
                 hidden = []
                 order = sorted(range(len(enc)), key=lambda i: len(enc[i].ids))  # little padding per batch
