@@ -8,11 +8,30 @@ it runs out or rows are dropped.
 
 from __future__ import annotations
 
-from typing import Sequence
+import inspect
+from functools import lru_cache
+from typing import Any, Sequence
 
 import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
+
+
+@lru_cache(maxsize=None)
+def _cache_kwarg(forward_owner: type) -> str:
+    return "cache" if "cache" in inspect.signature(forward_owner.forward).parameters else "past_key_values"
+
+
+def cache_kwarg(model) -> str:
+    """The name a model's forward takes its key/value cache by: `cache` from transformers 5.24, where
+    `past_key_values` is deprecated (to go in 5.40), and `past_key_values` before."""
+    return _cache_kwarg(type(model))
+
+
+def returned_cache(out: Any):
+    """The key/value cache a forward returned, under either name."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
 
 
 class Pool:

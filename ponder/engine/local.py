@@ -57,7 +57,7 @@ from ponder.engine.base import (Capabilities, Completion, EngineStats, SamplingP
                                 check_prompt_length, empty_completions, sample_keys)
 from ponder.engine.decode import decode_loop
 from ponder.engine.fused import LlamaDecoder, Prefix, PrefixState
-from ponder.engine.kvcache import Pool, SlabLayer, grow, left_padded
+from ponder.engine.kvcache import Pool, SlabLayer, cache_kwarg, grow, left_padded
 from ponder.engine.prefix_cache import PrefixCache
 from ponder.engine.vocab_text import VocabText
 
@@ -203,8 +203,9 @@ class LocalEngine:
 
     def _forward(self, input_ids, attention_mask, position_ids, cache):
         kw = {self._keep_kw: 1} if self._keep_kw else {}
+        kw[cache_kwarg(self.model)] = cache
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                         past_key_values=cache, use_cache=True, **kw)
+                         use_cache=True, **kw)
         return out.logits[:, -1].float()
 
     def _prefill(self, token_lists: list[list[int]]):

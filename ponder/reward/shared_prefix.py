@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 import torch
-from ponder.engine.kvcache import left_padded_cache
+from ponder.engine.kvcache import cache_kwarg, left_padded_cache, returned_cache
 from ponder.engine.prefix_cache import PrefixLRU
 
 if TYPE_CHECKING:
@@ -89,9 +89,9 @@ def run_rests(body, bases: Sequence[Segment | None], rests: Sequence[list[int]],
         mask[r, width - n : width + len(rest)] = 1
     positions = torch.tensor(lengths)[:, None] + torch.arange(span)[None]
     out = body(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=positions.to(dev),
-               past_key_values=cache, use_cache=True)
-    new = slice(width, None)
-    return [Segment(b, [layer.keys[r, :, new][:, : len(rest)].clone() for layer in out.past_key_values.layers],
-                    [layer.values[r, :, new][:, : len(rest)].clone() for layer in out.past_key_values.layers],
+               use_cache=True, **{cache_kwarg(body): cache})
+    new, layers = slice(width, None), returned_cache(out).layers
+    return [Segment(b, [layer.keys[r, :, new][:, : len(rest)].clone() for layer in layers],
+                    [layer.values[r, :, new][:, : len(rest)].clone() for layer in layers],
                     out.last_hidden_state[r, : len(rest)].clone(), n + len(rest))
             for r, (b, n, rest) in enumerate(zip(bases, lengths, rests))]

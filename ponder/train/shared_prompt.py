@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from ponder.engine.kvcache import cache_kwarg, returned_cache
 from ponder.train.precision import use_bf16
 
 
@@ -39,12 +40,12 @@ class PromptSharingLM(torch.nn.Module):
         prompt_mask = (torch.arange(Lp, device=dev)[None] < prompt_len[:, None]).long()
         out = self.model(input_ids=prompt_ids, attention_mask=prompt_mask, use_cache=True)
         first = out.logits[torch.arange(P, device=dev), prompt_len - 1]  # each prompt's next-token logits
-        cache = out.past_key_values
+        cache = returned_cache(out)
         cache.reorder_cache(group)  # [P, ...] -> [R, ...], differentiable
         mask = torch.cat([prompt_mask[group], torch.ones(R, Lc, dtype=torch.long, device=dev)], 1)
         positions = prompt_len[group, None] + torch.arange(Lc, device=dev)[None]
-        rest = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                          use_cache=False).logits
+        rest = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False,
+                          **{cache_kwarg(self.model): cache}).logits
         return torch.cat([first[group, None], rest[:, :-1]], 1)
 
 
