@@ -19,20 +19,12 @@ from pathlib import Path
 
 import torch
 
-from ponder.eval_policy import PolicyFitConfig, describe, draw, fittable, load_or_draw, score_all, vote
+from ponder.eval_policy import (PolicyFitConfig, describe, draw, fittable, load_or_draw, mean_of, score_all,
+                                table_yaml, vote)
 from ponder.evaluate import heldout_problems
 from ponder.think.base import default_key
-from ponder.think.policy import AdaptivePolicy
 
 CELLS = "cvp:2,countdown:2,modadd:4,compare:3,s5:4"
-
-
-def policy_yaml(p: AdaptivePolicy, header: list[str]) -> str:
-    lines = [f"# {h}" for h in header] + [f"probe: {p.probe}", f"wave: {p.wave}", "tiers:"]
-    for t in p.tiers:
-        chains = f", chains: {t.chains}" if t.action == "sample" else ""
-        lines.append(f"  - {{name: {t.name}, upto: {t.upto}, action: {t.action}{chains}}}")
-    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -77,7 +69,7 @@ def main() -> None:
         return
     big = 17 * args.max_tokens  # no budget binds: each chain is capped at max_tokens alone
     votes = [vote(q, 16, 16 * args.max_tokens, args.max_tokens) for q in chains]
-    vote_acc, vote_tokens = (sum(v[i] for v in votes) / len(votes) for i in (0, 1))
+    vote_acc, vote_tokens = mean_of(votes)
     tables = fittable(16, verified=False)
     scores = score_all(tables, chains, [big], args.max_tokens, args.workers, progress=True)
     ranked = sorted(((s[0][0], s[0][1], p) for p, s in zip(tables, scores) if s[0][1] <= args.share * vote_tokens),
@@ -91,7 +83,7 @@ def main() -> None:
         a, t, best = ranked[0]
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "fit.md").write_text("\n".join(lines) + "\n")
-        (args.out / "policy.yaml").write_text(policy_yaml(best, [
+        (args.out / "policy.yaml").write_text(table_yaml(best, [
             f"high, fitted by bench/effort_fit.py on {len(chains)} seed-{args.seed} questions of {args.cells}:",
             f"{a:.2%} with {t:.0f} tokens a question against the 16-vote's {vote_acc:.2%} with {vote_tokens:.0f}."]))
         (args.out / "fit.json").write_text(json.dumps({"vote": [vote_acc, vote_tokens], "cells": per_cell,

@@ -162,11 +162,13 @@ def _set_work(chains: list[list[Chain]], budgets: list[int], max_tokens: int) ->
 
 def score(policy: AdaptivePolicy) -> list[tuple[float, float]]:
     """(accuracy, mean tokens) of a table at each budget, on the chains of `_set_work`."""
-    out = []
-    for budget in _WORK["budgets"]:
-        runs = [replay(policy, c, budget, _WORK["max_tokens"]) for c in _WORK["chains"]]
-        out.append((sum(r for r, _ in runs) / len(runs), sum(t for _, t in runs) / len(runs)))
-    return out
+    return [mean_of([replay(policy, c, budget, _WORK["max_tokens"]) for c in _WORK["chains"]])
+            for budget in _WORK["budgets"]]
+
+
+def mean_of(runs: Sequence[tuple[bool, int | float]]) -> tuple[float, float]:
+    """(accuracy, mean tokens) of (right, tokens) runs."""
+    return sum(r for r, _ in runs) / len(runs), sum(t for _, t in runs) / len(runs)
 
 
 def score_all(policies: list[AdaptivePolicy], chains: list[list[Chain]], budgets: list[int], max_tokens: int,
@@ -255,8 +257,7 @@ def fit(chains: list[list[Chain]], cfg: PolicyFitConfig, policies: list[Adaptive
     from ponder.eval_scaling import base_budget
 
     base = base_budget([q[0].tokens for q in chains], 0.9)
-    mean = lambda rows: (sum(r for r, _ in rows) / len(rows), sum(t for _, t in rows) / len(rows))  # noqa: E731
-    maj_acc, maj_tokens = mean([vote(q, cfg.samples, cfg.samples * base, cfg.max_tokens) for q in chains])
+    maj_acc, maj_tokens = mean_of([vote(q, cfg.samples, cfg.samples * base, cfg.max_tokens) for q in chains])
     mark = cfg.share * maj_tokens
     policies = fittable(cfg.samples, cfg.verifier is not None) if policies is None else policies
     scores = score_all(policies, chains, [m * base for m in cfg.budgets], cfg.max_tokens, workers, progress)
@@ -289,18 +290,23 @@ def markdown(report: dict[str, Any]) -> str:
 
 def policy_yaml(report: dict[str, Any]) -> str:
     r, c = report, report["best"][0]
-    p = AdaptivePolicy.from_dict(c["policy"])
     verifier = f" --verifier {r['verifier']}" if r["verifier"] else ""
-    lines = [f"# adaptive's table for {r['task']} level {r['level']} "
-             + (f"with the verifier {r['verifier']}" if r["verifier"] else "without a verifier") + ", fitted by",
-             f"# ponder eval policy on {r['questions']} held-out questions (seed {r['seed']}): "
-             f"{c['accuracy']:.1%} with {c['tokens']:.0f} tokens at {c['multiplier']} x B",
-             f"# ({c['tokens'] / r['majority']['tokens']:.1%} of majority@{r['samples']}'s tokens, which got "
-             f"{r['majority']['accuracy']:.1%}).",
-             f"# Use: ponder eval scaling --task {r['task']} --level {r['level']} --strategies adaptive{verifier} "
-             "--policy THIS_FILE ...",
-             f"#      ponder ask \"...\" --strategy adaptive{verifier} --policy THIS_FILE",
-             f"probe: {p.probe}", f"wave: {p.wave}", f"score_weight: {p.score_weight}", f"slack: {p.slack}", "tiers:"]
+    return table_yaml(AdaptivePolicy.from_dict(c["policy"]), [
+        f"adaptive's table for {r['task']} level {r['level']} "
+        + (f"with the verifier {r['verifier']}" if r["verifier"] else "without a verifier") + ", fitted by",
+        f"ponder eval policy on {r['questions']} held-out questions (seed {r['seed']}): "
+        f"{c['accuracy']:.1%} with {c['tokens']:.0f} tokens at {c['multiplier']} x B",
+        f"({c['tokens'] / r['majority']['tokens']:.1%} of majority@{r['samples']}'s tokens, which got "
+        f"{r['majority']['accuracy']:.1%}).",
+        f"Use: ponder eval scaling --task {r['task']} --level {r['level']} --strategies adaptive{verifier} "
+        "--policy THIS_FILE ...",
+        f"     ponder ask \"...\" --strategy adaptive{verifier} --policy THIS_FILE"])
+
+
+def table_yaml(p: AdaptivePolicy, header: Sequence[str]) -> str:
+    """A table as the YAML `--policy` reads, every field it sets written out, under `header` as comments."""
+    lines = [f"# {h}" for h in header]
+    lines += [f"probe: {p.probe}", f"wave: {p.wave}", f"score_weight: {p.score_weight}", f"slack: {p.slack}", "tiers:"]
     for t in p.tiers:
         chains = f", chains: {t.chains}" if t.action == "sample" else ""
         share = f", share: {t.share}" if t.share != 1 else ""

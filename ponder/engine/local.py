@@ -120,6 +120,7 @@ class LocalEngine:
         )
         params = inspect.signature(model.forward).parameters
         self._keep_kw = next((k for k in ("logits_to_keep", "num_logits_to_keep") if k in params), None)
+        self._cache_kw = cache_kwarg(model)
         self._fast = LlamaDecoder(model) if fast_path and LlamaDecoder.supports(model) else None
         self._pool = Pool()
         self._text = VocabText(tokenizer)
@@ -203,7 +204,7 @@ class LocalEngine:
 
     def _forward(self, input_ids, attention_mask, position_ids, cache):
         kw = {self._keep_kw: 1} if self._keep_kw else {}
-        kw[cache_kwarg(self.model)] = cache
+        kw[self._cache_kw] = cache
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                          use_cache=True, **kw)
         return out.logits[:, -1].float()

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 import torch
+
 from ponder.engine.kvcache import cache_kwarg, left_padded_cache, returned_cache
 from ponder.engine.prefix_cache import PrefixLRU
 
