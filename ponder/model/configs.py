@@ -36,7 +36,7 @@ def _check_sizes(hidden: int, layers: int, heads: int, intermediate: int) -> Non
         raise PonderError(f"hidden size {hidden} must split into {heads} heads of an even size")
 
 
-def _sizes(name: str) -> tuple[int, int, int, int]:
+def model_sizes(name: str) -> tuple[int, int, int, int]:
     if name in _SIZES:
         return _SIZES[name]
     m = _SIZED.fullmatch(name)
@@ -49,7 +49,7 @@ def _sizes(name: str) -> tuple[int, int, int, int]:
 
 
 def model_config(name: str, vocab_size: int, max_positions: int = 1024) -> LlamaConfig:
-    hidden, layers, heads, inter = _sizes(name)
+    hidden, layers, heads, inter = model_sizes(name)
     return LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=hidden,
