@@ -4,7 +4,8 @@
         --policy configs/adaptive-cvp.yaml -n 300 --out bench/results/flops-matched
 
 `--large-from results.json` takes the large model's greedy rows from an earlier run on the same questions
-instead (greedy chains are deterministic), for when its weights are gone.
+instead (greedy chains are deterministic), for when its weights are gone. `--table A.json B.json` prints one
+table pooled from runs on other seeds (bin k of each run together).
 
 The questions are binned by the small model's own pass rate exactly as `ponder eval scaling` bins them
 (16 samples at temperature 0.8, chunks of 64 seeded seed + chunk), so the bins are the scaling run's.
@@ -92,11 +93,11 @@ def main() -> None:
     ap.add_argument("--task", default="cvp")
     ap.add_argument("--level", type=int, default=2)
     ap.add_argument("--small", default="built-in")
-    large_source = ap.add_mutually_exclusive_group(required=True)
+    large_source = ap.add_mutually_exclusive_group()
     large_source.add_argument("--large", help="the larger model's directory")
     large_source.add_argument("--large-from", type=Path,
                               help="an earlier results.json on the same questions to take the large rows from")
-    ap.add_argument("--verifier", required=True)
+    ap.add_argument("--verifier")
     ap.add_argument("--policy", help="adaptive's policy table")
     ap.add_argument("--strategies", default="adaptive,best_of_n")
     ap.add_argument("--budgets", default="1,2,4,8")
@@ -106,7 +107,14 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=768)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="bench/results/flops-matched")
+    ap.add_argument("--table", nargs="+", type=Path, metavar="JSON",
+                    help="only print one table pooled from earlier results.json files (other seeds)")
     args = ap.parse_args()
+    if args.table:
+        print(markdown(merged([json.loads(p.read_text()) for p in args.table])))
+        return
+    if not (args.large or args.large_from) or not args.verifier:
+        ap.error("--large or --large-from, and --verifier, are required")
     torch.set_num_threads(args.threads)
     task = get_task(args.task)
     problems = heldout_problems(args.task, args.level, args.n, args.seed)
@@ -184,6 +192,27 @@ def main() -> None:
     (out / "results.md").write_text(markdown(report))
     plot(report, out / "results.png")
     print(markdown(report))
+
+
+def merged(reports: list[dict]) -> dict:
+    """One report over several runs' questions (other seeds, same task and level): bin k of each run pooled."""
+    if len({(r["task"], r["level"], len(r["bins"])) for r in reports}) > 1:
+        raise SystemExit("--table: the runs differ in task, level or number of bins")
+    rows = {}
+    for rep in reports:
+        for r in rep["rows"]:
+            acc = rows.setdefault((r["cell"], r["bin"]), {"cell": r["cell"], "bin": r["bin"], "questions": 0,
+                                                           "correct": 0, "flops": 0.0})
+            acc["questions"] += r["questions"]
+            acc["correct"] += r["correct"]
+            acc["flops"] += r["flops_per_question"] * r["questions"]
+    for r in rows.values():
+        r["accuracy"] = r["correct"] / r["questions"]
+        r["flops_per_question"] = r.pop("flops") / r["questions"]
+    bins = [{"bin": k + 1, "pass_rate_min": min(rep["bins"][k]["pass_rate_min"] for rep in reports),
+             "pass_rate_max": max(rep["bins"][k]["pass_rate_max"] for rep in reports)}
+            for k in range(len(reports[0]["bins"]))]
+    return {**reports[0], "n": sum(rep["n"] for rep in reports), "bins": bins, "rows": list(rows.values())}
 
 
 def markdown(report: dict) -> str:
