@@ -40,12 +40,13 @@ def test_the_grown_model_gives_the_same_logits(tied, kv_heads, hidden, heads, in
     torch.testing.assert_close(logits(big, ids), logits(small, ids), atol=2e-5, rtol=1e-4)
 
 
-def test_the_grown_model_saves_and_loads_with_the_same_logits(tmp_path):
+def test_the_command_writes_a_grown_model_that_loads_with_the_same_logits(tmp_path):
+    from ponder.model.grow import main
+
+    main(["built-in", "ponder-h512-l4-a8-f1600", str(tmp_path / "big")])
     small, tok, _ = load_model("built-in")
-    big = widen(small, 512, 8, 1600)
-    big.save_pretrained(tmp_path)
-    tok.save_pretrained(tmp_path)
-    loaded, _, _ = load_model(tmp_path)
+    loaded, _, _ = load_model(tmp_path / "big")
+    assert loaded.config.hidden_size == 512 and loaded.config.intermediate_size == 1600
     ids = torch.tensor([tok.encode("Q: 12+7=?")])
     torch.testing.assert_close(logits(loaded, ids), logits(small, ids), atol=5e-5, rtol=1e-4)
 
@@ -72,3 +73,17 @@ def test_copies_learn_apart_only_with_an_uneven_split():
 def test_sizes_it_cannot_grow_to_are_named(hidden, heads, inter, message):
     with pytest.raises(PonderError, match=message):
         widen(micro(), hidden, heads, inter)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["built-in", "ponder-h512-l6-a8-f1600"], "has 6 layers; growing keeps the model's 4"),
+    (["built-in", "ponder-512"], "unknown model config 'ponder-512'"),
+    (["built-in", "ponder-h512-l4-a8-f1600", "--noise", "-1"], "noise must be >= 0")])
+def test_the_command_refuses_bad_sizes_in_one_line(argv, message, tmp_path):
+    from ponder.model.grow import main
+
+    with pytest.raises(SystemExit) as e:
+        main([argv[0], argv[1], str(tmp_path / "out"), *argv[2:]])
+    assert message in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "out").exists()
+

@@ -23,6 +23,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from ponder import PonderError
 from ponder.model.configs import model_sizes
 from ponder.model.loading import load_model
+from ponder.train.checkpoint import save_model_atomic
 
 
 def copies(old: int, new: int, gen: torch.Generator) -> torch.Tensor:
@@ -99,25 +100,30 @@ def widen(model: LlamaForCausalLM, hidden: int, heads: int, intermediate: int, n
     return big.eval()
 
 
-def main() -> None:
+def grow(source: str, size: str, noise: float = 0.05, seed: int = 0):
+    """`(grown model, tokenizer, source model)` for a model and a sized config name with its number of layers."""
+    if noise < 0:
+        raise PonderError(f"noise must be >= 0, not {noise}")
+    hidden, layers, heads, intermediate = model_sizes(size)
+    model, tok, _ = load_model(source)
+    if layers != model.config.num_hidden_layers:
+        raise PonderError(f"{size} has {layers} layers; growing keeps the model's {model.config.num_hidden_layers}")
+    return widen(model, hidden, heads, intermediate, noise, seed), tok, model
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("source", help="the trained model (a directory or built-in)")
     ap.add_argument("size", help="the new size as ponder-h<hidden>-l<layers>-a<heads>-f<intermediate>")
     ap.add_argument("out", type=Path)
     ap.add_argument("--noise", type=float, default=0.05, help="how unevenly copies split a weight")
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    model, tok, _ = load_model(args.source)
-    hidden, layers, heads, intermediate = model_sizes(args.size)
-    if layers != model.config.num_hidden_layers:
-        raise SystemExit(f"error: {args.size} has {layers} layers; growing keeps the model's "
-                         f"{model.config.num_hidden_layers}")
+    args = ap.parse_args(argv)
     try:
-        big = widen(model, hidden, heads, intermediate, args.noise, args.seed)
+        big, tok, model = grow(args.source, args.size, args.noise, args.seed)
     except PonderError as e:
         raise SystemExit(f"error: {e}") from None
-    big.save_pretrained(args.out)
-    tok.save_pretrained(args.out)
+    save_model_atomic(args.out, big, tok)
     n = sum(p.numel() for p in big.parameters())
     print(f"{args.out}: {n / 1e6:.2f}M parameters ({n / sum(p.numel() for p in model.parameters()):.2f}x)")
 
