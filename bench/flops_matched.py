@@ -149,17 +149,16 @@ def main() -> None:
         return 2 * n_params * (r["prompt_tokens"] + r["generated_tokens"]) + 2 * scored_params * r["scored_tokens"]
 
     def row(cell: str, k: int, qs: list, r: dict, f: float) -> dict:
-        if cell != "large greedy":
-            r = {k: v for k, v in r.items() if k != "each"}  # per question only where a later run may rebin
         return {"cell": cell, "bin": k + 1, "questions": len(qs), "accuracy": round(r["correct"] / len(qs), 4),
                 "flops_per_question": f / len(qs), **r}
 
     rows = []
     for k, qs in enumerate(by_bin):  # the small model's own greedy chain, from the pass that set B
         ths = [th for th, b in zip(greedy_thoughts, binned) if b == k]
-        r = {"correct": sum(bool(task.check(p, th.answer)) for p, th in zip(qs, ths)),
-             "prompt_tokens": sum(th.usage.prompt_tokens for th in ths),
-             "generated_tokens": sum(th.usage.completion_tokens for th in ths), "scored_tokens": 0}
+        each = [[p.question, bool(task.check(p, th.answer)), th.usage.prompt_tokens, th.usage.completion_tokens]
+                for p, th in zip(qs, ths)]
+        r = {"correct": sum(e[1] for e in each), "prompt_tokens": sum(e[2] for e in each),
+             "generated_tokens": sum(e[3] for e in each), "scored_tokens": 0, "each": each}
         rows.append(row("small greedy", k, qs, r, flops(r, sizes["small"])))
     if earlier is not None:
         rows += [row("large greedy", k, qs, r, flops(r, sizes["large"]))
@@ -206,6 +205,7 @@ def merged(reports: list[dict]) -> dict:
             acc["questions"] += r["questions"]
             acc["correct"] += r["correct"]
             acc["flops"] += r["flops_per_question"] * r["questions"]
+            acc.setdefault("each", []).extend(r.get("each", [None] * r["questions"]))
     for r in rows.values():
         r["accuracy"] = r["correct"] / r["questions"]
         r["flops_per_question"] = r.pop("flops") / r["questions"]
@@ -235,6 +235,30 @@ def markdown(report: dict) -> str:
         lines.append(f"| {cell} | " + " | ".join(
             f"{rs[b]['accuracy']:.1%} ({rs[b]['flops_per_question'] / big[b]['flops_per_question']:.2f})"
             for b in sorted(rs)) + f" | {acc:.1%} ({ratio:.2f}) |")
+    return "\n".join(lines) + "\n" + paired(report)
+
+
+def paired(report: dict) -> str:
+    """Each cell minus the large model's greedy chain, question by question (the rows keep per-question results
+    in the same order), with the standard error of that mean difference."""
+    rows = report["rows"]
+    if not all(r.get("each") and None not in r["each"] for r in rows):
+        return ""
+    big = {r["bin"]: [e[1] for e in r["each"]] for r in rows if r["cell"] == "large greedy"}
+
+    def diff(pairs: list[tuple[bool, bool]]) -> str:
+        d = [int(a) - int(b) for a, b in pairs]
+        mean = sum(d) / len(d)
+        se = (sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d)) ** 0.5
+        return f"{100 * mean:+.1f} ({100 * se:.1f})"
+
+    lines = ["", "Minus the large model's greedy chain on the same questions, in points (standard error):", "",
+             "| cell | " + " | ".join(f"bin {b['bin']}" for b in report["bins"]) + " | all |",
+             "|---|" + "---:|" * (len(report["bins"]) + 1)]
+    for cell in dict.fromkeys(r["cell"] for r in rows if r["cell"] != "large greedy"):
+        rs = {r["bin"]: list(zip((e[1] for e in r["each"]), big[r["bin"]])) for r in rows if r["cell"] == cell}
+        lines.append(f"| {cell} | " + " | ".join(diff(rs[b]) for b in sorted(rs))
+                     + f" | {diff([p for b in sorted(rs) for p in rs[b]])} |")
     return "\n".join(lines) + "\n"
 
 
