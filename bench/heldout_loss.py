@@ -49,10 +49,12 @@ def main() -> None:
         name, _, path = spec.rpartition("=")
         models[name or path] = load_model(path)
     families = list(dict.fromkeys(entry["task"] for entry in cfg.mixture))
+    tok = next(iter(models.values()))[1]  # the examples are encoded once, so the models must share a tokenizer
+    if any(t.get_vocab() != tok.get_vocab() for _, t, _ in models.values()):
+        raise SystemExit("error: the models' tokenizers differ; compare models that share one")
     table = {}
     for family in families:
         mixture = parse_mixture([e for e in cfg.mixture if e["task"] == family])
-        tok = next(iter(models.values()))[1]
         data = SFTData(mixture, tok, ChatFormat.for_tokenizer(tok), args.seed, cfg.cot, cfg.max_length)
         batches = [b for s in range(args.steps)
                    for b in data.step_batches(s, cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps)]
