@@ -1,4 +1,5 @@
-"""Grow a trained model wider without changing what it computes, so a larger model starts from a smaller one.
+"""Grow a trained model wider or deeper without changing what it computes, so a larger model starts from a
+smaller one.
 
 Every hidden unit is copied the same number of times (so RMSNorm sees the same mean square), attention
 heads are copied whole (RoPE pairs stay inside a head), and MLP units are copied as many whole times as
@@ -8,7 +9,13 @@ its old weight among the copies. The split is uneven by a little noise, and stil
 become different units. With tied embeddings the final norm is divided by the copy count, since the
 output head reads the copied embedding.
 
+Deeper: each layer is followed by copies of itself whose output projections (attention's and the MLP's) are
+zero, so each new block adds nothing to the residual stream until training moves it; the weights that read
+the stream are copied with a little multiplicative noise, so the copies answer the first gradient
+differently. Width asks the model to compute more at once, depth to compose more lookups in a row.
+
     python -m ponder.model.grow built-in ponder-h512-l4-a8-f1600 runs/ponder-4x-grown/init
+    python -m ponder.model.grow built-in ponder-h256-l16-a4-f768 runs/ponder-4x-deep/init
 """
 
 from __future__ import annotations
@@ -100,15 +107,46 @@ def widen(model: LlamaForCausalLM, hidden: int, heads: int, intermediate: int, n
     return big.eval()
 
 
+def deepen(model: LlamaForCausalLM, layers: int, noise: float = 0.05, seed: int = 0) -> LlamaForCausalLM:
+    """A deeper copy of `model` that gives the same logits: each layer followed by `layers / old - 1` copies
+    that write nothing to the residual stream yet."""
+    c = model.config
+    if layers % c.num_hidden_layers:
+        raise PonderError(f"{layers} layers must be a multiple of the model's {c.num_hidden_layers}")
+    k = layers // c.num_hidden_layers
+    gen = torch.Generator().manual_seed(seed)
+    deep = LlamaForCausalLM(LlamaConfig(**{**c.to_dict(), "num_hidden_layers": layers})).to(model.dtype)
+    state = {n: p for n, p in model.state_dict().items() if ".layers." not in n}
+    for i, old in enumerate(model.model.layers):
+        for j in range(k):
+            for name, p in old.state_dict().items():
+                p = p.clone()
+                if j and name.endswith(("o_proj.weight", "down_proj.weight")):
+                    p.zero_()  # the copy adds nothing until it learns something
+                elif j and p.dim() == 2:
+                    p *= 1 + noise * torch.randn(p.shape, generator=gen, dtype=p.dtype)
+                state[f"model.layers.{i * k + j}.{name}"] = p
+    deep.load_state_dict(state, strict=not c.tie_word_embeddings)
+    if c.tie_word_embeddings:
+        deep.tie_weights()
+    return deep.eval()
+
+
 def grow(source: str, size: str, noise: float = 0.05, seed: int = 0):
-    """`(grown model, tokenizer, source model)` for a model and a sized config name with its number of layers."""
+    """`(grown model, tokenizer, source model)` for a model and a sized config name: wider, then deeper."""
     if noise < 0:
         raise PonderError(f"noise must be >= 0, not {noise}")
     hidden, layers, heads, intermediate = model_sizes(size)
     model, tok, _ = load_model(source)
+    if layers % model.config.num_hidden_layers:  # before widening, which takes a while
+        raise PonderError(f"{layers} layers must be a multiple of the model's {model.config.num_hidden_layers}")
+    big = model
+    if (hidden, heads, intermediate) != (model.config.hidden_size, model.config.num_attention_heads,
+                                         model.config.intermediate_size):
+        big = widen(big, hidden, heads, intermediate, noise, seed)
     if layers != model.config.num_hidden_layers:
-        raise PonderError(f"{size} has {layers} layers; growing keeps the model's {model.config.num_hidden_layers}")
-    return widen(model, hidden, heads, intermediate, noise, seed), tok, model
+        big = deepen(big, layers, noise, seed)
+    return big, tok, model
 
 
 def main(argv: list[str] | None = None) -> None:
