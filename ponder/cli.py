@@ -170,16 +170,18 @@ def cmd_eval_policy(args) -> None:
     cfg = PolicyFitConfig(args.task, args.level, args.verifier, n=args.n, samples=args.samples, seed=args.seed,
                           budgets=tuple(parse_budgets(args.budgets)), share=args.share, max_tokens=args.max_tokens,
                           model=args.model)
-    policy = None
+    policy, spec = None, None
     if args.replay:
         from ponder.eval_policy import replayable
         from ponder.think.policy import load_policy
 
         policy = replayable(load_policy(args.replay), cfg.samples)
     else:
-        from ponder.eval_policy import fittable
+        from ponder.config import load_config
+        from ponder.eval_policy import PolicyGrid, fittable
 
-        fittable(cfg.samples, cfg.verifier is not None)
+        spec = load_config(PolicyGrid, args.grid) if args.grid else None
+        fittable(cfg.samples, cfg.verifier is not None, spec)
     if args.verifier is not None and not Path(args.verifier).is_dir():
         raise PonderError(f"--verifier {args.verifier}: no such reward model directory")
     problems = heldout_problems(args.task, args.level, args.n, args.seed)
@@ -191,7 +193,7 @@ def cmd_eval_policy(args) -> None:
         verifier = RewardModel.load(args.verifier)
     out = Path(args.out or f"runs/policy-{args.task}-L{args.level}")
     got = run_policy_fit(engine, chat, verifier, problems, cfg, out, policy,
-                         workers=args.workers, progress=not args.no_progress)
+                         workers=args.workers, progress=not args.no_progress, spec=spec)
     if policy is not None:
         print(f"{args.replay} replayed on {len(problems)} questions (seed {args.seed}):\n  " + "\n  ".join(got))
         return

@@ -91,6 +91,8 @@ def build_parser(commands: Mapping[str, Callable]) -> argparse.ArgumentParser:
     ep.add_argument("--budgets", default="1,2,3,4", help="multipliers of the base budget B to replay at")
     ep.add_argument("--share", type=float, default=0.25, help="the mark: this share of majority@N's tokens")
     ep.add_argument("--replay", help="replay this policy file on the drawn chains instead of fitting one")
+    ep.add_argument("--grid", help="a YAML file of the values to try (keys probe, wave, score_weight, easy, medium, "
+                                   "chains, hard; see PolicyGrid in ponder/eval_policy.py)")
     ep.add_argument("--model", default="built-in")
     ep.add_argument("--out", help="results folder (default runs/policy-TASK-LLEVEL)")
     ep.add_argument("--max-tokens", type=int, default=768, help="cap on generated tokens per chain")

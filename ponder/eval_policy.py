@@ -25,7 +25,7 @@ import itertools
 import json
 import math
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
@@ -128,13 +128,37 @@ def vote(chains: Sequence[Chain], n: int, budget: int, max_tokens: int) -> tuple
     return right, sum(min(c.tokens, cap) for c in chains[1:n + 1])
 
 
-def grid() -> list[AdaptivePolicy]:
+@dataclass(frozen=True)
+class PolicyGrid:
+    """The tables `eval policy` tries: every combination of these values. `--grid FILE.yaml` with any of these
+    keys replaces those lists (a task whose questions need longer votes, a finer easy bound...)."""
+
+    probe: list[int] = field(default_factory=lambda: [2, 3, 4])  # chains in the probe
+    wave: list[int] = field(default_factory=lambda: [1, 2, 4])  # chains a sampling tier draws at a time
+    score_weight: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+    easy: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4])  # stop below
+    medium: list[float] = field(default_factory=lambda: [0.45, 0.6, 0.75, 0.9, 1.0])  # sample below
+    chains: list[int] = field(default_factory=lambda: [4, 6, 8, 12, 16])  # a sampling tier's chains
+    hard: list[str] = field(default_factory=lambda: ["stop", "sample"])  # above medium
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if not getattr(self, f.name):
+                raise PonderError(f"policy grid: {f.name} needs at least one value")
+        odd = sorted(set(self.hard) - {"stop", "sample"})
+        if odd:
+            raise PonderError(f"policy grid: hard must be stop or sample, got {odd[0]!r}")
+        if not any(e < m for e in self.easy for m in self.medium):
+            raise PonderError("policy grid: no easy bound lies below a medium bound")
+
+
+def grid(spec: PolicyGrid | None = None) -> list[AdaptivePolicy]:
     """The tables tried: stop when easy, sample when medium, stop or sample when hard."""
+    spec = spec or PolicyGrid()
     out = []
     for probe, wave, weight, easy, medium, chains, hard in itertools.product(
-            (2, 3, 4), (1, 2, 4), (0.0, 0.25, 0.5, 0.75, 1.0), (0.0, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4),
-            (0.45, 0.6, 0.75, 0.9, 1.0), (4, 6, 8, 12, 16), ("stop", "sample")):
-        if medium == 1.0 and hard == "sample":
+            spec.probe, spec.wave, spec.score_weight, spec.easy, spec.medium, spec.chains, spec.hard):
+        if medium == 1.0 and hard == "sample" or easy >= medium:
             continue
         tiers = [Tier("easy", easy, "stop"), Tier("medium", medium, "sample", chains=chains)]
         if medium < 1.0:
@@ -143,14 +167,17 @@ def grid() -> list[AdaptivePolicy]:
     return out
 
 
-def fittable(samples: int, verified: bool = True) -> list[AdaptivePolicy]:
+def fittable(samples: int, verified: bool = True, spec: PolicyGrid | None = None) -> list[AdaptivePolicy]:
     """The grid's tables that `samples` drawn chains a question can replay (without a verifier, one of each
     set that differs only in the verifier's weight)."""
-    tables = [p for p in grid() if samples_needed(p) <= samples and (verified or p.score_weight == 0)]
-    if not tables:
+    tables = grid(spec)
+    if not verified and 0.0 not in (spec or PolicyGrid()).score_weight:
+        raise PonderError("policy grid: without a verifier the tables read agreement alone; give score_weight 0.0")
+    fit = [p for p in tables if samples_needed(p) <= samples and (verified or p.score_weight == 0)]
+    if not fit:
         raise PonderError(f"--samples {samples} draws too few chains for any table to replay: "
-                          f"at least {min(map(samples_needed, grid()))}")
-    return tables
+                          f"at least {min(map(samples_needed, tables))}")
+    return fit
 
 
 _WORK: dict[str, Any] = {}  # what a worker replays on: set once per process
@@ -201,7 +228,6 @@ def draw(engine, chat, task, verifier, problems, cfg: PolicyFitConfig, progress:
     from tqdm import tqdm
 
     from ponder.reward.base import rate
-    from ponder.think.base import drop_cut_answer, split_completion
     from ponder.think.sampling import ChainOfThought
 
     cot = ChainOfThought(engine, chat, max_tokens=cfg.max_tokens)
@@ -211,13 +237,12 @@ def draw(engine, chat, task, verifier, problems, cfg: PolicyFitConfig, progress:
         part = problems[i:i + chunk]
         qs = [p.question for p in part]
         greedy = cot.solve_batch(qs)
-        groups, _ = cot.sample_chains(qs, None, None, n=cfg.samples, temperature=cfg.temperature, top_p=1.0,
-                                      seed=cfg.seed)
+        groups, parts, _, _ = cot.sample_answers(qs, None, None, n=cfg.samples, temperature=cfg.temperature,
+                                                 top_p=1.0, seed=cfg.seed)
         rows = []  # (question, reasoning, answer, tokens)
-        for j, (th, group) in enumerate(zip(greedy, groups)):
+        for j, (th, group, group_parts) in enumerate(zip(greedy, groups, parts)):
             rows.append((j, th.reasoning, th.answer if th.finish_reason == "stop" else "", th.usage.completion_tokens))
-            rows += [(j, r, a, c.num_tokens) for c in group
-                     for r, a, _, _ in [drop_cut_answer(split_completion(chat, engine, c))]]
+            rows += [(j, r, a, c.num_tokens) for c, (r, a, _, _) in zip(group, group_parts)]
         answered = [k for k, r in enumerate(rows) if r[2]]
         scores = {} if verifier is None else dict(zip(answered, rate(
             verifier, [qs[rows[k][0]] for k in answered], [chat.steps(rows[k][1]) for k in answered],
@@ -251,7 +276,7 @@ def describe(p: AdaptivePolicy) -> str:
 
 
 def fit(chains: list[list[Chain]], cfg: PolicyFitConfig, policies: list[AdaptivePolicy] | None = None,
-        workers: int = 1, progress: bool = False) -> dict[str, Any]:
+        workers: int = 1, progress: bool = False, spec: PolicyGrid | None = None) -> dict[str, Any]:
     """Every table at every budget, the mark, and the best tables under it (the first is the fit; none where
     no table stays under it)."""
     from ponder.eval_scaling import base_budget
@@ -259,7 +284,7 @@ def fit(chains: list[list[Chain]], cfg: PolicyFitConfig, policies: list[Adaptive
     base = base_budget([q[0].tokens for q in chains], 0.9)
     maj_acc, maj_tokens = mean_of([vote(q, cfg.samples, cfg.samples * base, cfg.max_tokens) for q in chains])
     mark = cfg.share * maj_tokens
-    policies = fittable(cfg.samples, cfg.verifier is not None) if policies is None else policies
+    policies = fittable(cfg.samples, cfg.verifier is not None, spec) if policies is None else policies
     scores = score_all(policies, chains, [m * base for m in cfg.budgets], cfg.max_tokens, workers, progress)
     cells = [{"accuracy": round(a, 4), "tokens": round(t, 1), "multiplier": m, "table": describe(p),
               "policy": asdict(p)} for p, s in zip(policies, scores) for m, (a, t) in zip(cfg.budgets, s)]
@@ -269,7 +294,8 @@ def fit(chains: list[list[Chain]], cfg: PolicyFitConfig, policies: list[Adaptive
     return {**asdict(cfg), "budgets": list(cfg.budgets), "questions": len(chains), "base_tokens": base,
             "greedy_accuracy": round(sum(q[0].right for q in chains) / len(chains), 4),
             "majority": {"accuracy": round(maj_acc, 4), "tokens": round(maj_tokens, 1)}, "mark_tokens": round(mark, 1),
-            "tables": len(policies), "best": under[:15], "per_budget": per_budget,
+            "tables": len(policies), "grid": asdict(spec or PolicyGrid()), "best": under[:15],
+            "per_budget": per_budget,
             "points": [[c["tokens"], c["accuracy"]] for c in cells]}
 
 
@@ -347,7 +373,8 @@ def write_report(report: dict[str, Any], out: Path) -> list[Path]:
 
 
 def run_policy_fit(engine, chat, verifier, problems, cfg: PolicyFitConfig, out: Path, replay_policy=None,
-                   workers: int = 1, progress: bool = True) -> dict[str, Any] | list[str]:
+                   workers: int = 1, progress: bool = True, spec: PolicyGrid | None = None
+                   ) -> dict[str, Any] | list[str]:
     """Draw (or read back) the chains, then fit a table, or with `replay_policy` replay that one table."""
     from ponder.tasks import get_task
 
@@ -357,7 +384,7 @@ def run_policy_fit(engine, chat, verifier, problems, cfg: PolicyFitConfig, out: 
     chains = load_or_draw(out / "chains.json", settings,
                           lambda: draw(engine, chat, task, verifier, problems, cfg, progress))
     if replay_policy is None:
-        report = fit(chains, cfg, workers=workers, progress=progress)
+        report = fit(chains, cfg, workers=workers, progress=progress, spec=spec)
         if not report["best"]:
             raise PonderError(f"no table spends under the mark ({report['mark_tokens']:.0f} tokens a question): "
                               "raise --share or add smaller --budgets")

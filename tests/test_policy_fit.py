@@ -120,12 +120,18 @@ def test_bad_input_gives_one_line_errors(capsys, tmp_path):
     with pytest.raises(PonderError, match="--samples 2 draws too few"):
         replayable(HALF, 2)
     (tmp_path / "beam.yaml").write_text("tiers:\n  - {name: all, upto: 1.0, action: beam}\n")
+    (tmp_path / "grid-hard.yaml").write_text("hard: [stop, vote]\n")
+    (tmp_path / "grid-typo.yaml").write_text("wav: [1]\n")
+    (tmp_path / "grid-bounds.yaml").write_text("easy: [0.5]\nmedium: [0.5]\n")
     here = ["--task", "add", "--level", "2", "--verifier", str(tmp_path)]
     for argv, message in [(["--task", "add", "--level", "2", "--verifier", str(tmp_path / "none")], "no such reward"),
                           (here + ["--replay", str(tmp_path / "beam.yaml")], "runs beam"),
                           (here + ["--budgets", "0"], "got 0"),
                           (here + ["--samples", "2"], "at least 3"),
-                          (["--task", "add", "--level", "99", "--verifier", str(tmp_path)], "level")]:
+                          (["--task", "add", "--level", "99", "--verifier", str(tmp_path)], "level"),
+                          (here + ["--grid", str(tmp_path / "grid-hard.yaml")], "hard must be stop or sample, got 'vote'"),
+                          (here + ["--grid", str(tmp_path / "grid-typo.yaml")], "unknown config field 'wav'"),
+                          (here + ["--grid", str(tmp_path / "grid-bounds.yaml")], "no easy bound lies below")]:
         assert main(["eval", "policy", *argv]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and "\n" not in err
@@ -144,6 +150,14 @@ def test_eval_policy_end_to_end_on_a_tiny_model(micro_dir, tmp_path, capsys):
     report = json.loads((tmp_path / "fit" / "fit.json").read_text())
     assert report["questions"] == 3 and report["budgets"] == [1, 2] and report["tables"] == len(fittable(4)) > 0
     kept = (tmp_path / "fit" / "chains.json").stat().st_mtime_ns
+    (tmp_path / "grid.yaml").write_text("probe: [2]\nwave: [1]\nscore_weight: [0.5]\neasy: [0.2]\nmedium: [0.6, 1.0]\n"
+                                        "chains: [4]\n")
+    assert main(common + ["--grid", str(tmp_path / "grid.yaml")]) == 0  # a grid of its own, on the kept chains
+    report = json.loads((tmp_path / "fit" / "fit.json").read_text())
+    assert report["tables"] == 3 and report["grid"]["medium"] == [0.6, 1.0]  # 0.6 with stop or sample, 1.0 stop
+    assert {(t["policy"]["tiers"][1]["upto"], len(t["policy"]["tiers"])) for t in report["per_budget"]} <= {
+        (0.6, 3), (1.0, 2)}
+    capsys.readouterr()
     assert main(common + ["--replay", str(tmp_path / "fit" / "policy.yaml")]) == 0  # the kept chains, replayed
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].strip().startswith("majority@4") and lines[-1].strip().startswith("2 x B")
