@@ -4,8 +4,10 @@
         --policy configs/adaptive-cvp.yaml -n 300 --out bench/results/flops-matched
 
 `--large-from results.json` takes the large model's greedy rows from an earlier run on the same questions
-instead (greedy chains are deterministic), for when its weights are gone. `--table A.json B.json` prints one
-table pooled from runs on other seeds (bin k of each run together).
+instead (greedy chains are deterministic), for when its weights are gone; `--small-from results.json` takes
+everything of the small model's (its bins, B, greedy chains and strategy cells) from an earlier run, and
+only the large model's greedy chain runs: another large model against the same search, in minutes.
+`--table A.json B.json` prints one table pooled from runs on other seeds (bin k of each run together).
 
 The questions are binned by the small model's own pass rate exactly as `ponder eval scaling` bins them
 (16 samples at temperature 0.8, chunks of 64 seeded seed + chunk), so the bins are the scaling run's.
@@ -68,6 +70,15 @@ def run(strategy, engine, verifier, task, problems, budget) -> dict:
             "scored_tokens": (verifier.stats.tokens - v0) if verifier is not None else 0}
 
 
+def flops(r: dict, n_params: int, scored_params: int = 0) -> float:
+    return 2 * n_params * (r["prompt_tokens"] + r["generated_tokens"]) + 2 * scored_params * r["scored_tokens"]
+
+
+def row(cell: str, k: int, qs: list, r: dict, f: float) -> dict:
+    return {"cell": cell, "bin": k + 1, "questions": len(qs), "accuracy": round(r["correct"] / len(qs), 4),
+            "flops_per_question": f / len(qs), **r}
+
+
 def large_rows(earlier: dict, args, problems: list, base: int, bins: list, by_bin: list) -> list[dict]:
     """The large model's greedy results per bin from an earlier run: rebinned from its per-question results
     where it kept them, else its own bins, which must then be these."""
@@ -88,6 +99,20 @@ def large_rows(earlier: dict, args, problems: list, base: int, bins: list, by_bi
             for r in old]
 
 
+def small_side(earlier: dict, args, problems: list) -> tuple[list[dict], list[dict], list[list], int]:
+    """The small model's rows, bins, questions per bin and B from an earlier run on the same questions."""
+    got = {"task": args.task, "level": args.level, "n": len(problems), "seed": args.seed, "small": args.small}
+    if {k: earlier[k] for k in got} != got:
+        raise SystemExit(f"--small-from {args.small_from} ran other questions or another small model: "
+                         f"{[earlier[k] for k in got]}")
+    rows = [r for r in earlier["rows"] if r["cell"] != "large greedy"]
+    if not all("each" in r for r in rows):
+        raise SystemExit(f"--small-from {args.small_from} kept no per-question results to take its bins from")
+    by_question = {p.question: p for p in problems}
+    by_bin = [[by_question[e[0]] for e in r["each"]] for r in rows if r["cell"] == "small greedy"]
+    return rows, earlier["bins"], by_bin, earlier["base_tokens"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", default="cvp")
@@ -97,6 +122,8 @@ def main() -> None:
     large_source.add_argument("--large", help="the larger model's directory")
     large_source.add_argument("--large-from", type=Path,
                               help="an earlier results.json on the same questions to take the large rows from")
+    ap.add_argument("--small-from", type=Path,
+                    help="an earlier results.json on the same questions to take all the small model's rows from")
     ap.add_argument("--verifier")
     ap.add_argument("--policy", help="adaptive's policy table")
     ap.add_argument("--strategies", default="adaptive,best_of_n")
@@ -113,15 +140,29 @@ def main() -> None:
     if args.table:
         print(markdown(merged([json.loads(p.read_text()) for p in args.table])))
         return
-    if not (args.large or args.large_from) or not args.verifier:
-        ap.error("--large or --large-from, and --verifier, are required")
+    if not (args.large or args.large_from) or not (args.verifier or args.small_from):
+        ap.error("--large or --large-from, and --verifier (or --small-from), are required")
+    if args.small_from and not args.large:
+        ap.error("--small-from runs only the large model: give it --large")
     torch.set_num_threads(args.threads)
     task = get_task(args.task)
     problems = heldout_problems(args.task, args.level, args.n, args.seed)
+    earlier = json.loads(args.large_from.read_text()) if args.large_from else None
+    if args.small_from:
+        mine = json.loads(args.small_from.read_text())
+        rows, bins, by_bin, base = small_side(mine, args, problems)
+        large, ltok, lchat = load_model(args.large)
+        sizes = {**mine["parameters"], "large": params_of(large)}
+        args.verifier, args.policy = mine["verifier"], mine["policy"]
+        greedy = ChainOfThought(LocalEngine(large, ltok), lchat, max_tokens=args.max_tokens, answer_key=task.normalize)
+        for k, qs in enumerate(tqdm(by_bin, desc="large greedy")):
+            r = run(greedy, greedy.engine, None, task, qs, None)
+            rows.insert(len(by_bin) + k, row("large greedy", k, qs, r, flops(r, sizes["large"])))
+        write_report(args, len(problems), sizes, base, bins, rows)
+        return
     small, tok, chat = load_model(args.small)
     engine = LocalEngine(small, tok)
     verifier = RewardModel.load(args.verifier)
-    earlier = json.loads(args.large_from.read_text()) if args.large_from else None
     if earlier is None:
         large, ltok, lchat = load_model(args.large)
         lengine = LocalEngine(large, ltok)
@@ -144,13 +185,6 @@ def main() -> None:
     bins = [{"bin": k + 1, "pass_rate_min": min(r for r, b in zip(rates, binned) if b == k),
              "pass_rate_max": max(r for r, b in zip(rates, binned) if b == k)} for k in range(max(binned) + 1)]
     by_bin = [[p for p, b in zip(problems, binned) if b == k] for k in range(max(binned) + 1)]
-
-    def flops(r: dict, n_params: int, scored_params: int = 0) -> float:
-        return 2 * n_params * (r["prompt_tokens"] + r["generated_tokens"]) + 2 * scored_params * r["scored_tokens"]
-
-    def row(cell: str, k: int, qs: list, r: dict, f: float) -> dict:
-        return {"cell": cell, "bin": k + 1, "questions": len(qs), "accuracy": round(r["correct"] / len(qs), 4),
-                "flops_per_question": f / len(qs), **r}
 
     rows = []
     for k, qs in enumerate(by_bin):  # the small model's own greedy chain, from the pass that set B
@@ -180,10 +214,15 @@ def main() -> None:
                 r["flops_per_question_as_sent"] = flops(r | {"prompt_tokens": r["sent_tokens"]}, sizes["small"],
                                                         sizes["verifier"]) / len(qs)
             rows.append(row(label if name is None else f"{name} x{m}", k, qs, r, f))
+    write_report(args, len(problems), sizes, base, bins, rows, earlier)
+
+
+def write_report(args, n: int, sizes: dict, base: int, bins: list[dict], rows: list[dict],
+                 earlier: dict | None = None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {"date": str(date.today()), "machine": platform.platform(), "threads": args.threads,
-              "task": args.task, "level": args.level, "n": len(problems), "seed": args.seed, "small": args.small,
+              "task": args.task, "level": args.level, "n": n, "seed": args.seed, "small": args.small,
               "large": args.large or earlier["large"], "verifier": args.verifier, "policy": args.policy,
               "parameters": sizes,
               "base_tokens": base, "bins": bins, "rows": rows}
