@@ -27,6 +27,7 @@ from ponder.reward.base import aggregate
 from ponder.reward.prm import RewardModel
 from ponder.tasks import get_task
 from ponder.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, write_text_atomic
+from ponder.train.cpu import setup_cpu
 from ponder.train.metrics import MetricsLog, progress
 from ponder.train.prm_data import (
     LabelledChain,
@@ -313,8 +314,7 @@ def _build(cfg: PRMConfig, ckpt: Path | None) -> RewardModel:
 
 def train_prm(cfg: PRMConfig, resume: bool = False, config_text: str | None = None) -> Path:
     """Label (if needed), train, and save the reward model to `output_dir/model`."""
-    if cfg.torch_threads:
-        torch.set_num_threads(cfg.torch_threads)
+    setup_cpu(cfg.torch_threads)
     out = Path(cfg.output_dir)
     ckpt = latest_checkpoint(out) if out.exists() else None
     if ckpt is not None and not resume:

@@ -23,6 +23,7 @@ from ponder.engine.base import Engine
 from ponder.model.chat import ChatFormat
 from ponder.model.loading import load_model, load_tokenizer
 from ponder.train.checkpoint import latest_checkpoint
+from ponder.train.cpu import setup_cpu
 from ponder.train.distributed import Dist, NullLog, init
 from ponder.train.metrics import MetricsLog
 
@@ -58,8 +59,7 @@ def start_run(cfg, resume: bool):
     """What every RL run does first: threads, the process group, the checkpoint to resume
     (refusing to overwrite one without --resume) and the policy on its device, in train mode.
     Returns (dist, output dir, checkpoint or None, model, tokenizer, chat format)."""
-    if cfg.torch_threads:
-        torch.set_num_threads(cfg.torch_threads)
+    setup_cpu(cfg.torch_threads)
     d = init()
     out = Path(cfg.output_dir)
     ckpt = latest_checkpoint(out) if out.exists() else None

@@ -25,6 +25,7 @@ from ponder.model.configs import is_config_name, model_config
 from ponder.model.loading import load_tokenizer
 from ponder.model.tokenizer import build_char_tokenizer, check_words
 from ponder.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, save_model_atomic
+from ponder.train.cpu import setup_cpu
 from ponder.train.data import HintFn, SFTData, parse_mixture
 from ponder.train.metrics import MetricsLog, fit_to_time_budget, progress
 from ponder.train.precision import use_bf16
@@ -124,8 +125,7 @@ def train_sft(cfg: SFTConfig, resume: bool = False, config_text: str | None = No
     `quiet` drops the progress bar, for callers that run many short trainings under their own;
     `data` replaces the mixture's examples with another source of `step_batches` (`train.revise`).
     """
-    if cfg.torch_threads:
-        torch.set_num_threads(cfg.torch_threads)
+    setup_cpu(cfg.torch_threads)
     out = Path(cfg.output_dir)
     ckpt = latest_checkpoint(out) if out.exists() else None
     if ckpt is not None and not resume:
