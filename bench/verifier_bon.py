@@ -25,7 +25,6 @@ from tqdm import tqdm
 from ponder.evaluate import heldout_problems
 from ponder.reward.base import rate
 from ponder.tasks import get_task
-from ponder.think.base import drop_cut_answer, split_completion
 from ponder.think.verified import pick
 
 
@@ -42,14 +41,10 @@ def draw_chains(args: argparse.Namespace, problems) -> list[list[tuple[list[str]
     out = []
     for i in tqdm(range(0, len(problems), 32), desc="drawing chains", unit="chunk"):
         part = problems[i:i + 32]
-        groups, _ = cot.sample_chains([p.question for p in part], None, None, n=args.samples,
-                                      temperature=args.temperature, top_p=1.0, seed=args.seed)
-        for p, group in zip(part, groups):
-            rows = []
-            for c in group:
-                reasoning, answer, _, _ = drop_cut_answer(split_completion(chat, engine, c))
-                rows.append((chat.steps(reasoning), answer, bool(answer) and bool(task.check(p, answer))))
-            out.append(rows)
+        _, parts, _, _ = cot.sample_answers([p.question for p in part], None, None, n=args.samples,
+                                            temperature=args.temperature, top_p=1.0, seed=args.seed)
+        out += [[(chat.steps(reasoning), answer, bool(answer) and bool(task.check(p, answer)))
+                 for reasoning, answer, _, _ in group] for p, group in zip(part, parts)]
     return out
 
 

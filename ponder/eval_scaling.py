@@ -37,7 +37,6 @@ from ponder.evaluate import answered
 from ponder.model.chat import ChatFormat
 from ponder.reward.base import check_aggregation
 from ponder.tasks import Problem, get_task
-from ponder.think.base import split_completion
 from ponder.think.registry import (NEEDS_VERIFIER, STRATEGIES, TAKES_VERIFIER, WHOLE_CHAINS, build_strategy,
                                    scaled_params)
 from ponder.think.sampling import ChainOfThought
@@ -138,13 +137,10 @@ def pass_rates(engine: Engine, chat: ChatFormat, task_name: str, problems: list[
     """The share of `samples` sampled chains that answer each problem correctly, sampled as a whole-chain
     strategy samples them (each problem's chains get the room its own prompt leaves in the context)."""
     task = get_task(task_name)
-    groups, _ = ChainOfThought(engine, chat, max_tokens=max_tokens).sample_chains(
+    _, parts, _, _ = ChainOfThought(engine, chat, max_tokens=max_tokens).sample_answers(
         [p.question for p in problems], None, None, n=samples, temperature=temperature, top_p=1.0, seed=seed)
-    out = []
-    for p, group in zip(problems, groups):
-        parts = [split_completion(chat, engine, c) for c in group]
-        out.append(sum(1 for _, answer, _, finish in parts if finish == "stop" and task.check(p, answer)) / len(group))
-    return out
+    return [sum(1 for _, answer, _, _ in group if answer and task.check(p, answer)) / len(group)
+            for p, group in zip(problems, parts)]
 
 
 @dataclass
