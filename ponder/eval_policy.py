@@ -170,8 +170,9 @@ def grid(spec: PolicyGrid | None = None) -> list[AdaptivePolicy]:
 def fittable(samples: int, verified: bool = True, spec: PolicyGrid | None = None) -> list[AdaptivePolicy]:
     """The grid's tables that `samples` drawn chains a question can replay (without a verifier, one of each
     set that differs only in the verifier's weight)."""
+    spec = spec or PolicyGrid()
     tables = grid(spec)
-    if not verified and 0.0 not in (spec or PolicyGrid()).score_weight:
+    if not verified and 0.0 not in spec.score_weight:
         raise PonderError("policy grid: without a verifier the tables read agreement alone; give score_weight 0.0")
     fit = [p for p in tables if samples_needed(p) <= samples and (verified or p.score_weight == 0)]
     if not fit:

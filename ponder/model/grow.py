@@ -133,19 +133,18 @@ def deepen(model: LlamaForCausalLM, layers: int, noise: float = 0.05, seed: int 
 
 
 def grow(source: str, size: str, noise: float = 0.05, seed: int = 0):
-    """`(grown model, tokenizer, source model)` for a model and a sized config name: wider, then deeper."""
+    """`(grown model, tokenizer, source model)` for a model and a sized config name: deeper (quick, and it
+    checks the depth), then wider."""
     if noise < 0:
         raise PonderError(f"noise must be >= 0, not {noise}")
     hidden, layers, heads, intermediate = model_sizes(size)
     model, tok, _ = load_model(source)
-    if layers % model.config.num_hidden_layers:  # before widening, which takes a while
-        raise PonderError(f"{layers} layers must be a multiple of the model's {model.config.num_hidden_layers}")
     big = model
+    if layers != model.config.num_hidden_layers:
+        big = deepen(big, layers, noise, seed)
     if (hidden, heads, intermediate) != (model.config.hidden_size, model.config.num_attention_heads,
                                          model.config.intermediate_size):
         big = widen(big, hidden, heads, intermediate, noise, seed)
-    if layers != model.config.num_hidden_layers:
-        big = deepen(big, layers, noise, seed)
     return big, tok, model
 
 
