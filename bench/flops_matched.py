@@ -7,7 +7,8 @@
 instead (greedy chains are deterministic), for when its weights are gone; `--small-from results.json` takes
 everything of the small model's (its bins, B, greedy chains and strategy cells) from an earlier run, and
 only the large model's greedy chain runs: another large model against the same search, in minutes.
-`--table A.json B.json` prints one table pooled from runs on other seeds (bin k of each run together).
+`--table A.json B.json` prints one table pooled from runs on other seeds (bin k of each run together), and
+`--plot PNG` draws it.
 
 The questions are binned by the small model's own pass rate exactly as `ponder eval scaling` bins them
 (16 samples at temperature 0.8, chunks of 64 seeded seed + chunk), so the bins are the scaling run's.
@@ -136,9 +137,15 @@ def main() -> None:
     ap.add_argument("--out", default="bench/results/flops-matched")
     ap.add_argument("--table", nargs="+", type=Path, metavar="JSON",
                     help="only print one table pooled from earlier results.json files (other seeds)")
+    ap.add_argument("--plot", type=Path, metavar="PNG", help="with --table: draw the pooled table there too")
     args = ap.parse_args()
+    if args.plot and not args.table:
+        ap.error("--plot draws a pooled --table; a run draws its own results.png")
     if args.table:
-        print(markdown(merged([json.loads(p.read_text()) for p in args.table])))
+        pooled = merged([json.loads(p.read_text()) for p in args.table])
+        print(markdown(pooled))
+        if args.plot:
+            plot(pooled, args.plot)
         return
     if not (args.large or args.large_from) or not (args.verifier or args.small_from):
         ap.error("--large or --large-from, and --verifier (or --small-from), are required")
@@ -306,6 +313,7 @@ def plot(report: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     nb = len(report["bins"])
     fig, axes = plt.subplots(1, nb, figsize=(3.2 * nb, 3.2), sharey=True)
@@ -319,6 +327,7 @@ def plot(report: dict, path: Path) -> None:
         own = next(r for r in rows if r["cell"] == "small greedy")
         ax.plot([own["flops_per_question"]], [own["accuracy"]], "kx", markersize=9, label="small greedy")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # labelled minor ticks overlap
         ax.set_title(f"bin {k}")
         ax.set_xlabel("FLOPs per question")
     axes[0].set_ylabel("accuracy")
