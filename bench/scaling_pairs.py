@@ -8,6 +8,8 @@ the standard error here is that of the mean per-question difference.
         --pairs beam@2:best_of_n@2 adaptive@4:majority@16 [--labels A,B] [--bins 1-2,3-5] [--by-length]
 
 A cell is `strategy@multiplier`, looked up in the reports in order (a `label:` prefix picks one report).
+A report may be `A.json+B.json+...`: the same cells run on other questions (other seeds), pooled into one
+report, so a pair's difference is taken over all their questions.
 """
 
 from __future__ import annotations
@@ -29,6 +31,22 @@ def cells(reports: dict[str, dict]) -> dict[str, dict]:
     return out
 
 
+def load(spec: str) -> dict:
+    """One report, or several pooled (`A.json+B.json`): questions and per-question results end to end."""
+    reps = [json.loads(Path(p).read_text()) for p in spec.split("+")]
+    if len(reps) == 1:
+        return reps[0]
+    keys = [[(r["strategy"], r["multiplier"]) for r in rep["results"]] for rep in reps]
+    if any(k != keys[0] for k in keys):
+        sys.exit(f"scaling_pairs: {spec} pools reports with different cells")
+    n = [len(rep["questions"]) for rep in reps]
+    results = [{**cells[0], "mean_tokens": sum(c["mean_tokens"] * m for c, m in zip(cells, n)) / sum(n),
+                "correct": [x for c in cells for x in c["correct"]]} for cells in zip(*(rep["results"] for rep in reps))]
+    bases = {rep["base_tokens"] for rep in reps}
+    return {**reps[0], "questions": [q for rep in reps for q in rep["questions"]], "results": results,
+            "base_tokens": bases.pop() if len(bases) == 1 else None}
+
+
 def paired(a: list[bool], b: list[bool]) -> tuple[float, float]:
     """Mean of a - b and its standard error."""
     d = [int(x) - int(y) for x, y in zip(a, b)]
@@ -40,7 +58,7 @@ def paired(a: list[bool], b: list[bool]) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("reports", nargs="+", type=Path)
+    ap.add_argument("reports", nargs="+", help="scaling.json files (A.json+B.json pools runs on other questions)")
     ap.add_argument("--pairs", nargs="+", required=True, help="CELL:CELL, e.g. beam@2:best_of_n@2")
     ap.add_argument("--labels", help="comma-separated names for the reports (default: their folder names, or paths)")
     ap.add_argument("--bins", help="also each pair within groups of difficulty bins, e.g. 1-2,3-5 (1: easiest)")
@@ -49,12 +67,12 @@ def main(argv: list[str] | None = None) -> int:
                          "and the rest (whole-chain strategies split a budget evenly, so at N x B with N chains "
                          "none of them may run past B)")
     args = ap.parse_args(argv)
-    labels = args.labels.split(",") if args.labels else [p.parent.name for p in args.reports]
+    labels = args.labels.split(",") if args.labels else [Path(p.split("+")[0]).parent.name for p in args.reports]
     if len(set(labels)) != len(labels):  # reports side by side in one folder
         labels = [str(p) for p in args.reports]
     if len(labels) != len(args.reports):
         sys.exit("scaling_pairs: --labels needs one name per report")
-    reports = {lab: json.loads(p.read_text()) for lab, p in zip(labels, args.reports)}
+    reports = {lab: load(p) for lab, p in zip(labels, args.reports)}
     questions = {tuple(q["question"] for q in rep["questions"]) for rep in reports.values()}
     if len(questions) != 1:
         sys.exit("scaling_pairs: the reports are not on the same questions")
@@ -65,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         (f" [bins {g}]", [i for i, b in enumerate(bins) if b in _bin_range(g)]) for g in (args.bins or "").split(",") if g]
     if args.by_length:
         base = first["base_tokens"]
+        if base is None:
+            sys.exit("scaling_pairs: --by-length needs one base budget B; the pooled runs have several")
         long = [q["greedy_tokens"] > base for q in first["questions"]]
         groups += [(f" [greedy <= {base}]", [i for i, x in enumerate(long) if not x]),
                    (f" [greedy > {base}]", [i for i, x in enumerate(long) if x])]

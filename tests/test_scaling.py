@@ -250,6 +250,32 @@ def test_scaling_pairs_reports_the_paired_difference_and_its_error(tmp_path, cap
         pairs.main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--pairs", "beam@2:best_of_n@2"])
 
 
+def test_scaling_pairs_pools_runs_on_other_questions_into_one_difference(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("scaling_pairs", Path(__file__).parents[1] / "bench" / "scaling_pairs.py")
+    pairs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pairs)
+    cell = lambda s, c, tok: {"strategy": s, "multiplier": 1, "correct": c, "mean_tokens": tok}
+    runs = {  # seed 0: differences 1, 0; seed 1: 1, 1, 0, 0 -> pooled 3 of 6 ahead, 0.5
+        "a0": ([1, 1], 10, 2), "b0": ([0, 1], 20, 2), "a1": ([1, 1, 0, 1], 40, 4), "b1": ([0, 0, 0, 1], 20, 4)}
+    for name, (correct, tok, n) in runs.items():
+        rep = {"questions": [{"question": f"{name[1]}-{i}"} for i in range(n)], "base_tokens": 20 + int(name[1]),
+               "results": [cell("beam" if name[0] == "a" else "best_of_n", correct, tok)]}
+        (tmp_path / f"{name}.json").write_text(json.dumps(rep))
+    a, b = (f"{tmp_path / (x + '0')}.json+{tmp_path / (x + '1')}.json" for x in "ab")
+    assert pairs.main([a, b, "--labels", "a,b", "--pairs", "beam@1:best_of_n@1"]) == 0
+    row = capsys.readouterr().out.splitlines()[-1]
+    assert "(30 tok)" in row and "(20 tok)" in row  # token means weighted by each run's questions
+    assert "| 83.3% | 33.3% | +50.0 |" in row
+    with pytest.raises(SystemExit, match="several"):  # B differs between the seeds
+        pairs.main([a, b, "--labels", "a,b", "--pairs", "beam@1:best_of_n@1", "--by-length"])
+    with pytest.raises(SystemExit, match="not on the same questions"):
+        pairs.main([a, f"{tmp_path / 'b1'}.json+{tmp_path / 'b0'}.json", "--labels", "a,b", "--pairs",
+                    "beam@1:best_of_n@1"])
+
+
 def test_compute_optimal_answers_each_half_by_the_strategy_best_per_bin_on_the_other(tmp_path, capsys):
     import importlib.util
     from pathlib import Path
