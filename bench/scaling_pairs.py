@@ -47,9 +47,9 @@ def load(spec: str) -> dict:
             "base_tokens": bases.pop() if len(bases) == 1 else None}
 
 
-def paired(a: list[bool], b: list[bool]) -> tuple[float, float]:
-    """Mean of a - b and its standard error."""
-    d = [int(x) - int(y) for x, y in zip(a, b)]
+def paired(a: list[float], b: list[float]) -> tuple[float, float]:
+    """Mean of a - b and its standard error (right/wrong as 1/0)."""
+    d = [float(x) - float(y) for x, y in zip(a, b)]
     n = len(d)
     mean = sum(d) / n
     var = sum((x - mean) ** 2 for x in d) / max(1, n - 1)
@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="also each pair within the questions whose greedy chain is longer than the base budget B "
                          "and the rest (whole-chain strategies split a budget evenly, so at N x B with N chains "
                          "none of them may run past B)")
+    ap.add_argument("--average", action="store_true",
+                    help="also the pairs' differences averaged question by question (one figure over several budgets)")
     args = ap.parse_args(argv)
     labels = args.labels.split(",") if args.labels else [Path(p.split("+")[0]).parent.name for p in args.reports]
     if len(set(labels)) != len(labels):  # reports side by side in one folder
@@ -91,16 +93,21 @@ def main(argv: list[str] | None = None) -> int:
     if any(not idx for _, idx in groups):
         sys.exit(f"scaling_pairs: no questions in one of the groups ({args.bins or 'by length'})")
     print("| A | B | A | B | A - B | SE |\n|---|---|---:|---:|---:|---:|")
+    each_pair = []  # per pair, each question's difference (all questions)
     for pair in args.pairs:
         left, right = _split(pair)
         if left not in table or right not in table:
             sys.exit(f"scaling_pairs: unknown pair {pair!r}; cells are {', '.join(sorted(table))}")
         a, b = table[left], table[right]
+        each_pair.append([int(x) - int(y) for x, y in zip(a["correct"], b["correct"])])
         for tag, idx in groups:
             ca, cb = [a["correct"][i] for i in idx], [b["correct"][i] for i in idx]
             diff, se = paired(ca, cb)
             print(f"| {left}{tag} ({a['mean_tokens']:.0f} tok) | {right} ({b['mean_tokens']:.0f} tok) | "
                   f"{sum(ca) / len(ca):.1%} | {sum(cb) / len(cb):.1%} | {100 * diff:+.1f} | {100 * se:.1f} |")
+    if args.average:
+        diff, se = paired([sum(d) / len(each_pair) for d in zip(*each_pair)], [0] * len(each_pair[0]))
+        print(f"\nAveraged over the {len(each_pair)} pairs, question by question: {100 * diff:+.2f} (SE {100 * se:.2f})")
     return 0
 
 

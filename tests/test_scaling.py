@@ -269,6 +269,9 @@ def test_scaling_pairs_pools_runs_on_other_questions_into_one_difference(tmp_pat
     row = capsys.readouterr().out.splitlines()[-1]
     assert "(30 tok)" in row and "(20 tok)" in row  # token means weighted by each run's questions
     assert "| 83.3% | 33.3% | +50.0 |" in row
+    pairs.main([a, b, "--labels", "a,b", "--pairs", "beam@1:best_of_n@1", "a:beam@1:a:beam@1", "--average"])
+    assert capsys.readouterr().out.splitlines()[-1] == \
+        "Averaged over the 2 pairs, question by question: +25.00 (SE 11.18)"  # halves of 1,0,1,1,0,0
     with pytest.raises(SystemExit, match="several"):  # B differs between the seeds
         pairs.main([a, b, "--labels", "a,b", "--pairs", "beam@1:best_of_n@1", "--by-length"])
     with pytest.raises(SystemExit, match="not on the same questions"):
