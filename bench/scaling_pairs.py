@@ -40,8 +40,12 @@ def load(spec: str) -> dict:
     if any(k != keys[0] for k in keys):
         sys.exit(f"scaling_pairs: {spec} pools reports with different cells")
     n = [len(rep["questions"]) for rep in reps]
-    results = [{**cells[0], "mean_tokens": sum(c["mean_tokens"] * m for c, m in zip(cells, n)) / sum(n),
-                "correct": [x for c in cells for x in c["correct"]]} for cells in zip(*(rep["results"] for rep in reps))]
+    results = []  # only what pairing reads: a first run's per-bin figures would not be the pool's
+    for cells in zip(*(rep["results"] for rep in reps)):
+        correct = [x for c in cells for x in c["correct"]]
+        results.append({"strategy": cells[0]["strategy"], "multiplier": cells[0]["multiplier"], "correct": correct,
+                        "accuracy": sum(correct) / len(correct),
+                        "mean_tokens": sum(c["mean_tokens"] * m for c, m in zip(cells, n)) / sum(n)})
     bases = {rep["base_tokens"] for rep in reps}
     return {**reps[0], "questions": [q for rep in reps for q in rep["questions"]], "results": results,
             "base_tokens": bases.pop() if len(bases) == 1 else None}
