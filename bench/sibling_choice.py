@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from itertools import combinations
 
 import torch
+from scaling_pairs import paired as mean_difference
 from tqdm import tqdm
 
 from ponder import PonderError
@@ -60,9 +60,7 @@ def choices(task, problem, tree: Node) -> list[tuple[list[list[str]], list[str |
 
 
 def paired(a: list[float], b: list[float]) -> str:
-    d = [x - y for x, y in zip(a, b)]
-    mean = sum(d) / len(d)
-    se = math.sqrt(sum((x - mean) ** 2 for x in d) / max(1, len(d) - 1) / len(d))
+    mean, se = mean_difference(a, b)
     return f"{100 * mean:+.1f} ({100 * se:.1f})"
 
 

@@ -2,15 +2,21 @@
 must hold only siblings the search scored, each once, judged by the task's check (a closing step by its answer)."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 from ponder.tasks import get_task
 from ponder.tasks.base import Problem
 from ponder.think.base import Node
 
-spec = importlib.util.spec_from_file_location("sibling_choice", Path(__file__).parents[1] / "bench" / "sibling_choice.py")
-sibling_choice = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(sibling_choice)
+BENCH = Path(__file__).parents[1] / "bench"
+sys.path.insert(0, str(BENCH))  # as when run as a script: it reads scaling_pairs beside it
+try:
+    spec = importlib.util.spec_from_file_location("sibling_choice", BENCH / "sibling_choice.py")
+    sibling_choice = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sibling_choice)
+finally:
+    sys.path.remove(str(BENCH))
 
 Q = "Evaluate: a=0 b=1 c=0 d=a^b e=a^b f=e^a g=f^e h=g&a ?h"  # d=1 e=1 f=1 g=0 h=0
 
